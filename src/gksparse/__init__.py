@@ -1,0 +1,22 @@
+"""gksparse: group k-sparse temporal convolutional networks for video (PyTorch)."""
+
+from .checkpoint import load_checkpoint, save_checkpoint
+from .layers import ConvMinimalRNN2d
+from .models import METHODS, Method, ModelConfig, VideoModel, build_model
+from .sparsity import group_ksparse, group_norms, ksparse
+
+__all__ = [
+    "METHODS",
+    "ConvMinimalRNN2d",
+    "Method",
+    "ModelConfig",
+    "VideoModel",
+    "build_model",
+    "group_ksparse",
+    "group_norms",
+    "ksparse",
+    "load_checkpoint",
+    "save_checkpoint",
+]
+
+__version__ = "0.1.0"

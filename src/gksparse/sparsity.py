@@ -1,0 +1,122 @@
+"""Winner-take-all sparsity operators (METHOD.md section 2), pure tensor functions.
+
+All operators keep the `k` largest values (by value, not magnitude) over the dims in
+`dims`, separately for every index of the other dims, and zero the rest. The keep/drop
+mask is a constant for autograd: gradient flows only through the kept entries.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+
+EPS = 1e-7  # inside the square root of a group norm, as the reference's `n_p`
+
+
+def _normalize_dims(dims: int | Sequence[int], ndim: int) -> tuple[int, ...]:
+    dims = (dims,) if isinstance(dims, int) else tuple(dims)
+    if not dims:
+        raise ValueError("dims must name at least one dimension to select winners over.")
+    out = []
+    for d in dims:
+        if not -ndim <= d < ndim:
+            raise ValueError(f"dim {d} is out of range for a tensor of rank {ndim}.")
+        out.append(d % ndim)
+    if len(set(out)) != len(out):
+        raise ValueError(f"dims {tuple(dims)} name the same dimension twice.")
+    return tuple(sorted(out))
+
+
+def _check_k(k: int) -> None:
+    if k < 1:
+        raise ValueError(f"k must be at least 1 (got {k}): it is the number of winners kept.")
+
+
+def topk_mask(
+    scores: torch.Tensor, k: int, dims: int | Sequence[int], *, fast: bool = True
+) -> torch.Tensor:
+    """Boolean mask of the `k` largest `scores` over `dims`, for every index of the other dims.
+
+    `k` is clipped to the number of values over `dims`. For `k = 1` the mask is
+    `scores == max` (no sort, no scatter), which keeps every tied maximum: identical after
+    masking when the tied values are zeros; with exact nonzero ties it keeps all of them
+    where top-k keeps one. `fast=False` forces the general top-k path.
+    Returns a bool tensor shaped like `scores`; it carries no gradient.
+    """
+    _check_k(k)
+    dims = _normalize_dims(dims, scores.ndim)
+    scores = scores.detach()
+    count = 1
+    for d in dims:
+        count *= scores.shape[d]
+    if k >= count:
+        return torch.ones_like(scores, dtype=torch.bool)
+    if k == 1 and fast:
+        return scores == scores.amax(dim=dims, keepdim=True)
+    # General path: move `dims` last, flatten them, top-k, scatter, move back.
+    rest = [d for d in range(scores.ndim) if d not in dims]
+    perm = rest + list(dims)
+    moved = scores.permute(perm)
+    flat = moved.reshape(*moved.shape[: len(rest)], count)
+    index = flat.topk(k, dim=-1, sorted=False).indices
+    mask = torch.zeros_like(flat, dtype=torch.bool).scatter_(-1, index, True)
+    return mask.reshape(moved.shape).permute(torch.argsort(torch.tensor(perm)).tolist())
+
+
+def ksparse(
+    x: torch.Tensor, k: int, dims: int | Sequence[int], *, fast: bool = True
+) -> torch.Tensor:
+    """Keep the `k` largest values of `x` over `dims` (flattened together), zero the rest.
+
+    x: any shape. Returns a tensor shaped like `x`. Example: for a code `(N, T, C, H, W)`,
+    `dims=(3, 4)` is spatial sparsity (per sample, frame and channel) and `dims=(0, 1)` is
+    lifetime sparsity (per channel and position, across the batch and its frames).
+    """
+    return x * topk_mask(x, k, dims, fast=fast)
+
+
+def group_norms(x: torch.Tensor, groups: int, channel_dim: int) -> torch.Tensor:
+    """L2 norm of each of `groups` contiguous channel groups: `sqrt(sum of squares + 1e-7)`.
+
+    x: `(..., C, ...)` with `C` at `channel_dim`. Returns `(..., groups, ...)`.
+    """
+    channel_dim = channel_dim % x.ndim
+    c = x.shape[channel_dim]
+    if groups < 1 or c % groups:
+        raise ValueError(
+            f"groups={groups} must divide the {c} channels; choose a divisor of {c} "
+            "(e.g. filters=64 with groups=16)."
+        )
+    shape = (*x.shape[:channel_dim], groups, c // groups, *x.shape[channel_dim + 1 :])
+    return (x.reshape(shape).square().sum(dim=channel_dim + 1) + EPS).sqrt()
+
+
+def group_ksparse(
+    x: torch.Tensor,
+    groups: int,
+    k: int,
+    dims: int | Sequence[int],
+    channel_dim: int,
+    *,
+    fast: bool = True,
+) -> torch.Tensor:
+    """Group k-sparsity: keep whole channel groups whose norms are among the `k` largest.
+
+    x: `(..., C, ...)` with `C` at `channel_dim`, split into `groups` contiguous groups.
+    For every group and every index of the dims not in `dims`, the `k` largest group norms
+    over `dims` win, and all channels of a winning group are kept. Returns `x`'s shape.
+    """
+    _check_k(k)
+    channel_dim = channel_dim % x.ndim
+    dims = _normalize_dims(dims, x.ndim)
+    if channel_dim in dims:
+        raise ValueError(
+            f"dims {dims} contain the channel dim {channel_dim}: groups are chosen per "
+            "channel group, so select over the other dims."
+        )
+    norms = group_norms(x.detach(), groups, channel_dim)
+    keep = topk_mask(norms, k, dims, fast=fast).unsqueeze(channel_dim + 1)
+    c = x.shape[channel_dim]
+    grouped = x.reshape(*x.shape[:channel_dim], groups, c // groups, *x.shape[channel_dim + 1 :])
+    return (grouped * keep).reshape(x.shape)
