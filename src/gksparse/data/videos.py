@@ -6,6 +6,11 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from .splits import coil_split, random_split
+from .zca import ZCA
+
+SPLITS = ("random", "frames", "none")
+
 
 @dataclass
 class Videos:
@@ -49,8 +54,48 @@ class Videos:
 
 @dataclass
 class VideoData:
-    """One dataset as the protocol uses it: unlabeled pretraining videos and the labeled sets."""
+    """One dataset as the protocol uses it: unlabeled pretraining videos and the labeled sets.
+
+    train, test: the pretraining videos and the videos whose reconstruction loss is reported.
+    num_classes: the number of classes (0 for unlabeled data).
+    name: the dataset's name.
+    split: how `labeled_split` draws labeled sets: 'random' (a random permutation of `train`,
+        Rotated MNIST and Scanned CIFAR-10), 'frames' (the same frames of every video,
+        COIL-100) or 'none' (no labels, NEC Animal).
+    zca: the whitening applied to the videos, or None; apply it to new videos to match.
+    """
 
     train: Videos
     test: Videos
     num_classes: int
+    name: str = "videos"
+    split: str = "random"
+    zca: ZCA | None = None
+
+    def __post_init__(self) -> None:
+        if self.split not in SPLITS:
+            raise ValueError(f"split must be one of {', '.join(SPLITS)}, got {self.split!r}")
+
+    def labeled_split(self, n: int, rng: np.random.Generator) -> tuple[Videos, Videos, Videos]:
+        """The labeled (train, validation, test) sets for `n` labels (METHOD.md section 6).
+
+        'random': `n` training videos and the next `round(0.1111 * n)` as validation, drawn from
+        `train` until every class is in both; the test set is the whole `test`.
+        'frames': `n` is frames per object; `coil_split(n)` picks the frames of every video in
+        `train`, so each video gives one short training, validation and test video.
+        """
+        if self.split == "none" or self.train.labels is None:
+            raise ValueError(
+                f"{self.name} has no labels, so it has no labeled split; its encoder is "
+                "evaluated on COIL-100's labeled split instead (load('coil100'))"
+            )
+        if self.split == "random":
+            train, val = random_split(self.train.labels, n, rng, self.num_classes)
+            return self.train.subset(train), self.train.subset(val), self.test
+        return tuple(self._frames(f) for f in coil_split(n, self.train.videos.shape[1]))
+
+    def _frames(self, frames: list[int]) -> Videos:
+        """The frames `frames` of every training video, all real."""
+        videos = np.ascontiguousarray(self.train.videos[:, frames])
+        mask = np.ones(videos.shape[:2], dtype=bool)
+        return Videos(videos, self.train.labels, mask)
