@@ -100,7 +100,10 @@ def batches(
 
 
 def _to(a: np.ndarray, device: torch.device, pin: bool, dtype=None) -> torch.Tensor:
-    t = torch.from_numpy(np.ascontiguousarray(a))
+    a = np.ascontiguousarray(a)
+    if not a.flags.writeable:  # a read-only memory map: torch wants its own copy
+        a = a.copy()
+    t = torch.from_numpy(a)
     if dtype is not None:
         t = t.to(dtype)
     if pin:
@@ -119,6 +122,8 @@ class Stage:
     optimizer: 'adam' or 'sgd' (with `momentum`).
     clipnorm:  clip each gradient tensor's norm to this value (Keras' clipnorm); None: off.
     patience:  early stopping on the validation loss, restoring the best weights; None: off.
+    val_loss:  the loss reported on validation data (default: `loss`); e.g. unweighted
+               cross-entropy when training uses class weights, as Keras did.
     """
 
     name: str
@@ -131,6 +136,7 @@ class Stage:
     momentum: float = 0.9
     clipnorm: float | None = None
     patience: int | None = None
+    val_loss: LossFn | None = None
 
     def make_optimizer(self) -> torch.optim.Optimizer:
         if self.optimizer == "adam":
@@ -199,13 +205,20 @@ def fit(
     eval_batch_size: int | None = None,
     progress: bool = True,
     on_epoch: Callable[[int, dict[str, float]], None] | None = None,
+    resume: dict | None = None,
+    save_state: Callable[[dict], None] | None = None,
 ) -> list[dict[str, float]]:
     """Train `stage.params` of `model` on `train`; return one dict of losses per epoch.
 
     With `stage.patience` and `val`, stops when the validation loss has not improved for
     `patience` epochs and restores the trained parameters of the best epoch. Raises
     `TrainingDiverged` on a NaN or infinite loss. `on_epoch(epoch, record)` is called after
-    every epoch (e.g. to log metrics or write a checkpoint).
+    every epoch (e.g. to log metrics).
+
+    Resuming: after every epoch `save_state(state)` receives a dict of tensors and plain
+    values (the trained parameters, optimizer, shuffling and dropout RNG states, history);
+    passing it back as `resume` continues exactly where it stopped, so an interrupted and
+    resumed stage ends with the same weights as an uninterrupted one.
     """
     device = device or next(model.parameters()).device
     model.to(device)
@@ -216,10 +229,24 @@ def fit(
     optimizer = stage.make_optimizer()
     best_loss, best_epoch, best_params = math.inf, 0, None
     history: list[dict[str, float]] = []
+    if generator is None:  # follow torch.manual_seed, as the dropout does
+        generator = torch.Generator().manual_seed(int(torch.randint(2**62, ()).item()))
+    if resume is not None:
+        with torch.no_grad():
+            for p, v in zip(stage.params, resume["params"], strict=True):
+                p.copy_(v)
+        optimizer.load_state_dict(resume["optimizer"])
+        generator.set_state(resume["generator"])
+        _set_rng_state(resume["rng"])
+        history = list(resume["history"])
+        best_loss, best_epoch = resume["best_loss"], resume["best_epoch"]
+        best_params = resume["best_params"]
     eval_bs = eval_batch_size or stage.batch_size
     steps = math.ceil(len(train) / stage.batch_size)
     try:
-        for epoch in range(1, stage.epochs + 1):
+        for epoch in range(len(history) + 1, stage.epochs + 1):
+            if _should_stop(history, best_epoch, stage.patience):
+                break
             model.train()
             running, seen = 0.0, 0
             bar = tqdm(
@@ -249,18 +276,32 @@ def fit(
             record = {"epoch": epoch, "loss": running / max(seen, 1)}
             if val is not None and len(val):
                 record["val_loss"] = evaluate(
-                    model, val, stage.loss, eval_bs, device, use_autocast=use_autocast
+                    model,
+                    val,
+                    stage.val_loss or stage.loss,
+                    eval_bs,
+                    device,
+                    use_autocast=use_autocast,
                 )["loss"]
             history.append(record)
-            if on_epoch is not None:
-                on_epoch(epoch, record)
-            if stage.patience is None or "val_loss" not in record:
-                continue
-            if record["val_loss"] < best_loss:
+            if stage.patience is not None and record.get("val_loss", math.inf) < best_loss:
                 best_loss, best_epoch = record["val_loss"], epoch
                 best_params = [p.detach().clone() for p in stage.params]
-            elif epoch - best_epoch >= stage.patience:
-                break
+            if on_epoch is not None:
+                on_epoch(epoch, record)
+            if save_state is not None:
+                save_state(
+                    {
+                        "params": [p.detach().cpu() for p in stage.params],
+                        "optimizer": optimizer.state_dict(),
+                        "generator": generator.get_state(),
+                        "rng": _get_rng_state(),
+                        "history": history,
+                        "best_loss": best_loss,
+                        "best_epoch": best_epoch,
+                        "best_params": best_params,
+                    }
+                )
         if best_params is not None:
             with torch.no_grad():
                 for p, b in zip(stage.params, best_params, strict=True):
@@ -269,3 +310,23 @@ def fit(
         for p, flag in saved_flags:
             p.requires_grad_(flag)
     return history
+
+
+def _should_stop(history: list[dict[str, float]], best_epoch: int, patience: int | None) -> bool:
+    """Early stopping: `patience` epochs have passed since the best validation loss."""
+    if patience is None or not history or "val_loss" not in history[-1]:
+        return False
+    return history[-1]["epoch"] - best_epoch >= patience
+
+
+def _get_rng_state() -> dict:
+    state = {"cpu": torch.get_rng_state()}
+    if torch.cuda.is_available():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def _set_rng_state(state: dict) -> None:
+    torch.set_rng_state(state["cpu"])
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])

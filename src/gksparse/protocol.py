@@ -1,0 +1,372 @@
+"""The paper's protocol (METHOD.md section 5): pretrain, then per label budget stacked and
+end-to-end classification. Knows nothing of sacred: it reads a `ProtocolConfig`, writes
+into a run folder and reports metrics through a callback.
+
+Run folder layout (all files written atomically; a killed run resumes from it):
+    result.json             the result so far, rewritten as each stage finishes
+    pretrained.pt           encoder + decoder + head after pretraining (or the random init)
+    pretrain_state.pt       the pretraining stage's state after its last finished epoch
+    stacked_n{n}.pt         the classifier after the stacked stage of budget n
+    finetune_n{n}.pt        the classifier after end-to-end fine-tuning of budget n
+    reconstructions.png     input videos beside their reconstructions / predictions
+    decoder_filters.png     the decoder's filters, one row per group for group methods
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import tempfile
+from collections.abc import Callable
+from dataclasses import dataclass, field, fields
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from . import data as datasets
+from .checkpoint import atomic_save, load_checkpoint, save_checkpoint
+from .data.videos import VideoData, Videos
+from .encoder import zca_to_extra
+from .models import ModelConfig, VideoModel, build_model, get_method
+from .train import (
+    ClassificationLoss,
+    Stage,
+    autocast,
+    balanced_class_weights,
+    default_device,
+    evaluate,
+    fit,
+    pretrain_loss,
+)
+
+log = logging.getLogger(__name__)
+LogFn = Callable[[str, float, int], None]
+
+
+@dataclass
+class ProtocolConfig:
+    """One run: one dataset x one method x one seed (METHOD.md sections 4-6)."""
+
+    dataset: str
+    method: str
+    seed: int = 0
+    num_labeled: list[int] = field(default_factory=lambda: [300])
+    classify_dataset: str | None = None  # None: the dataset itself (necanimal: coil100)
+    data_dir: str | None = None
+    train_size: int | None = None
+    test_size: int | None = None
+    zca_epsilon: float = 1e-3
+    batch_size: int = 30
+    filters: int = 64
+    enc_kernel: int = 3
+    dec_kernel: int = 11
+    groups: int = 16
+    spatial: bool = True  # False: the 'nospatial' ablation (k_spatial = H*W)
+    lifetime: bool = True  # False: the 'nolifetime' ablation (k_lifetime = batch*T)
+    epochs: int = 50
+    patience: int = 5
+    lr: float = 1e-4
+    finetune_lr: float = 1e-5
+    momentum: float = 0.9
+    clipnorm: float | None = None
+    device: str | None = None  # None: CUDA when available
+    autocast: bool | None = None  # bf16 autocast; None: on for CUDA only
+    eval_batch_size: int = 100
+    pictures: int = 4
+    feature_cache_gb: float = 2.0  # stacked stage: cache encoder features up to this size
+    vgg_weights: str | None = "IMAGENET1K_V1"
+    progress: bool = True
+    data_options: dict[str, Any] = field(default_factory=dict)  # more options of the loader
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> ProtocolConfig:
+        """Build from a larger dict (e.g. sacred's config), ignoring keys it does not know."""
+        names = {f.name for f in fields(cls)}
+        return cls(**{k: v for k, v in d.items() if k in names})
+
+
+def write_json(obj: Any, path: Path) -> None:
+    """Write `obj` as JSON to `path` atomically (temporary file, then rename)."""
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "w") as f:
+            json.dump(obj, f, indent=2)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def _seed(*parts: int) -> int:
+    """A reproducible 63-bit seed for one stage of one run."""
+    return int(np.random.SeedSequence([int(p) for p in parts]).generate_state(2, np.uint64)[0] >> 1)
+
+
+class FeatureHead(nn.Module):
+    """The classifier head reading cached encoder features `(N, T, D, 1, 1)`.
+
+    Lets the stacked stage train the head on features computed once (the encoder is frozen
+    and has no dropout), through the same engine and loss as the whole model.
+    """
+
+    def __init__(self, model: VideoModel) -> None:
+        super().__init__()
+        self.head = model.head
+
+    def forward(self, feats: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
+        return self.head.logits(feats.flatten(2), mask)
+
+
+@torch.no_grad()
+def encode_features(
+    model: VideoModel, data: Videos, batch_size: int, device: torch.device, use_autocast: bool
+) -> Videos:
+    """The head's inputs for every video: `Videos` of `(N, T, D, 1, 1)` float32 features."""
+    from .train import batches
+
+    model.eval()
+    out = []
+    for batch in batches(data, batch_size, device):
+        with autocast(device, use_autocast):
+            f = model.head.features(model.encoder(batch["video"]))
+        out.append(f.float().cpu().numpy())
+    feats = np.concatenate(out)[..., None, None]
+    return Videos(feats, data.labels, data.mask)
+
+
+class Protocol:
+    """Runs the protocol for one `ProtocolConfig` into `run_dir`, resuming what is there."""
+
+    def __init__(
+        self, cfg: ProtocolConfig, run_dir: str | os.PathLike, log_fn: LogFn | None = None
+    ):
+        self.cfg = cfg
+        self.run_dir = Path(run_dir)
+        self.run_dir.mkdir(parents=True, exist_ok=True)
+        self.log_fn = log_fn or (lambda name, value, step: None)
+        self.method = get_method(cfg.method)
+        self.device = torch.device(cfg.device) if cfg.device else default_device()
+        self.use_autocast = self.device.type == "cuda" if cfg.autocast is None else cfg.autocast
+        result_path = self.run_dir / "result.json"
+        self.result: dict[str, Any] = (
+            json.loads(result_path.read_text())
+            if result_path.is_file()
+            else {"pretrain": None, "budgets": {}}
+        )
+
+    # -- bookkeeping ---------------------------------------------------------------------
+    def save_result(self) -> None:
+        write_json(self.result, self.run_dir / "result.json")
+
+    def _log_history(self, prefix: str, history: list[dict[str, float]]) -> None:
+        for rec in history:
+            for key, value in rec.items():
+                if key != "epoch":
+                    self.log_fn(f"{prefix}.{key}", value, rec["epoch"])
+
+    # -- data ----------------------------------------------------------------------------
+    def load_data(self) -> tuple[VideoData, VideoData]:
+        """(pretraining data, classification data)."""
+        c = self.cfg
+        kw = dict(
+            data_dir=c.data_dir,
+            train_size=c.train_size,
+            test_size=c.test_size,
+            seed=c.seed,
+            zca_epsilon=c.zca_epsilon,
+            progress=c.progress,
+        )
+        if c.dataset == "videos":  # your own folder (experiments/videos.py)
+            from .data.videofolder import load_folder
+
+            pre = load_folder(**kw, **c.data_options)
+            return pre, pre
+        pre = datasets.load(c.dataset, **kw)
+        name = c.classify_dataset or c.dataset
+        cls = pre if name == c.dataset else datasets.load(name, **kw)
+        return pre, cls
+
+    def model_config(self, pre: VideoData, cls: VideoData) -> ModelConfig:
+        c = self.cfg
+        n, t, ch, h, w = pre.train.videos.shape
+        return ModelConfig(
+            method=c.method,
+            in_channels=ch,
+            height=h,
+            width=w,
+            classes=max(cls.num_classes, 1),
+            filters=c.filters,
+            enc_kernel=c.enc_kernel,
+            dec_kernel=c.dec_kernel,
+            groups=c.groups,
+            k_spatial=1 if c.spatial else h * w,
+            k_lifetime=1 if c.lifetime else c.batch_size * t,
+            vgg_weights=c.vgg_weights,
+            extra={"dataset": c.dataset, "classify_dataset": c.classify_dataset or c.dataset},
+        )
+
+    # -- stages --------------------------------------------------------------------------
+    def pretrain(self, pre: VideoData, model_cfg: ModelConfig) -> VideoModel:
+        """Pretrain (or, for methods without pretraining, just initialise) and save the model."""
+        c, path = self.cfg, self.run_dir / "pretrained.pt"
+        if path.is_file() and self.result.get("pretrain") is not None:
+            log.info("pretraining already done: loading %s", path)
+            return load_checkpoint(path, self.device)[0]
+        torch.manual_seed(_seed(c.seed, 0))
+        model = build_model(model_cfg).to(self.device)
+        summary: dict[str, Any] = {"pretrained": self.method.target is not None}
+        if self.method.target is not None:
+            state_path = self.run_dir / "pretrain_state.pt"
+            resume = torch.load(state_path, weights_only=True) if state_path.is_file() else None
+            stage = Stage(
+                "pretrain",
+                model.trainable("pretrain"),
+                pretrain_loss,
+                epochs=c.epochs,
+                batch_size=c.batch_size,
+                lr=c.lr,
+                clipnorm=c.clipnorm,
+            )
+            history = fit(
+                model,
+                stage,
+                pre.train,
+                device=self.device,
+                use_autocast=self.use_autocast,
+                generator=torch.Generator().manual_seed(_seed(c.seed, 1)),
+                progress=c.progress,
+                on_epoch=lambda e, r: self.log_fn("pretrain.loss", r["loss"], e),
+                resume=resume,
+                save_state=lambda s: atomic_save(s, state_path),
+            )
+            ev = dict(batch_size=c.batch_size, device=self.device, use_autocast=self.use_autocast)
+            summary.update(
+                epochs=len(history),
+                history=[r["loss"] for r in history],
+                train_loss=evaluate(model, pre.train, pretrain_loss, **ev)["loss"],
+                test_loss=evaluate(model, pre.test, pretrain_loss, **ev)["loss"],
+            )
+            self.log_fn("pretrain.train_loss", summary["train_loss"], len(history))
+            self.log_fn("pretrain.test_loss", summary["test_loss"], len(history))
+            self.save_pictures(model, pre)
+        save_checkpoint(path, model, **zca_to_extra(pre.zca))
+        self.result["pretrain"] = summary
+        self.save_result()
+        (self.run_dir / "pretrain_state.pt").unlink(missing_ok=True)
+        return model
+
+    def save_pictures(self, model: VideoModel, pre: VideoData) -> None:
+        from . import plots
+
+        k = min(self.cfg.pictures, len(pre.test))
+        if k <= 0:
+            return
+        sample = pre.test.subset(np.arange(k))
+        x = torch.from_numpy(sample.videos).to(self.device)
+        mask = None if sample.mask is None else torch.from_numpy(sample.mask).to(self.device)
+        model.eval()
+        with torch.no_grad():
+            out, _ = model.reconstruct(x, mask)
+        plots.save_reconstructions(
+            sample.videos,
+            out.float().cpu().numpy(),
+            self.run_dir / "reconstructions.png",
+            shift=1 if self.method.target == "next" else 0,
+            mask=sample.mask,
+        )
+        plots.save_filters(
+            model.decoder.weight.detach().float().cpu().numpy(),
+            self.run_dir / "decoder_filters.png",
+            groups=self.cfg.groups if self.method.sparsity == "group" else 1,
+        )
+
+    def classify(self, cls: VideoData, n: int) -> dict[str, Any]:
+        """Stacked then end-to-end classification with `n` labels; returns both triples."""
+        c = self.cfg
+        rng = np.random.default_rng(_seed(c.seed, n, 2))
+        train, val, test = cls.labeled_split(n, rng)
+        model = load_checkpoint(self.run_dir / "pretrained.pt", self.device)[0]
+        weighted = ClassificationLoss(balanced_class_weights(train.labels, cls.num_classes))
+        plain = ClassificationLoss()
+        out: dict[str, Any] = {"n_train": len(train), "n_val": len(val), "n_test": len(test)}
+        ev = dict(batch_size=c.eval_batch_size, device=self.device, use_autocast=self.use_autocast)
+        for name in ("stacked", "finetune"):
+            path = self.run_dir / f"{name}_n{n}.pt"
+            stage = Stage(
+                name,
+                model.trainable(name),
+                weighted,
+                epochs=c.epochs,
+                batch_size=c.batch_size,
+                optimizer="adam" if name == "stacked" else "sgd",
+                lr=c.lr if name == "stacked" else c.finetune_lr,
+                momentum=c.momentum,
+                clipnorm=None if name == "stacked" else c.clipnorm,
+                patience=c.patience,
+                val_loss=plain,
+            )
+            torch.manual_seed(_seed(c.seed, n, 3 if name == "stacked" else 4))
+            gen = torch.Generator().manual_seed(_seed(c.seed, n, 5 if name == "stacked" else 6))
+            kw = dict(
+                device=self.device,
+                use_autocast=self.use_autocast,
+                generator=gen,
+                eval_batch_size=c.eval_batch_size,
+                progress=c.progress,
+            )
+            if name == "stacked" and self.can_cache_features(train, val, model):
+                ftrain, fval = (
+                    encode_features(model, s, c.eval_batch_size, self.device, self.use_autocast)
+                    for s in (train, val)
+                )
+                history = fit(FeatureHead(model), stage, ftrain, fval, **kw)
+            else:
+                history = fit(model, stage, train, val, **kw)
+            self._log_history(f"n{n}.{name}", history)
+            out[name] = {
+                "epochs": len(history),
+                **{
+                    split: evaluate(model, s, plain, accuracy=True, **ev)
+                    for split, s in (("train", train), ("val", val), ("test", test))
+                },
+            }
+            for split in ("train", "val", "test"):
+                for key, value in out[name][split].items():
+                    self.log_fn(f"n{n}.{name}.{split}_{key}", value, len(history))
+            save_checkpoint(path, model, n=n, stage=name)
+        return out
+
+    def can_cache_features(self, train: Videos, val: Videos, model: VideoModel) -> bool:
+        """Whether the stacked stage may train the head on features computed once."""
+        if self.method.input_dropout:  # the frozen encoder still draws dropout noise
+            return False
+        t = train.videos.shape[1]
+        d = model.head.dense.in_features
+        return (len(train) + len(val)) * t * d * 4 <= self.cfg.feature_cache_gb * 2**30
+
+    # -- the whole protocol --------------------------------------------------------------
+    def run(self) -> dict[str, Any]:
+        """Pretrain, then stacked + end-to-end for every label budget; returns the result."""
+        pre, cls = self.load_data()
+        self.pretrain(pre, self.model_config(pre, cls))
+        if cls.split == "none" and self.cfg.num_labeled:
+            log.warning("%s has no labels: pretraining only", cls.name)
+            return self.result
+        for n in self.cfg.num_labeled:
+            if str(n) in self.result["budgets"]:
+                log.info("label budget %d already done", n)
+                continue
+            self.result["budgets"][str(n)] = self.classify(cls, n)
+            self.save_result()
+        return self.result
+
+
+def run_protocol(
+    cfg: ProtocolConfig, run_dir: str | os.PathLike, log_fn: LogFn | None = None
+) -> dict[str, Any]:
+    """Run (or resume) the protocol of `cfg` in `run_dir`; returns the result dict."""
+    return Protocol(cfg, run_dir, log_fn).run()
