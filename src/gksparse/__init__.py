@@ -1,6 +1,7 @@
 """gksparse: group k-sparse temporal convolutional networks for video (PyTorch)."""
 
 from .checkpoint import load_checkpoint, save_checkpoint
+from .encoder import TrainedEncoder, load_encoder
 from .layers import ConvMinimalRNN2d
 from .models import METHODS, Method, ModelConfig, VideoModel, build_model
 from .sparsity import group_ksparse, group_norms, ksparse
@@ -10,12 +11,14 @@ __all__ = [
     "ConvMinimalRNN2d",
     "Method",
     "ModelConfig",
+    "TrainedEncoder",
     "VideoModel",
     "build_model",
     "group_ksparse",
     "group_norms",
     "ksparse",
     "load_checkpoint",
+    "load_encoder",
     "save_checkpoint",
 ]
 
