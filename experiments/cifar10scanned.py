@@ -1,6 +1,6 @@
 """Scanned CIFAR-10.
 
-    python experiments/cifar10scanned.py with <method> [nospatial|nolifetime] seed=N
+python experiments/cifar10scanned.py with <method> [nospatial|nolifetime] seed=N
 """
 
 from common import main, make_experiment

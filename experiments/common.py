@@ -3,11 +3,16 @@
 Every script is `make_experiment(dataset, defaults, small=..., smoke=...)` then `main(ex)`.
 The protocol itself lives in `gksparse.protocol`; this file only turns sacred's config into
 a `ProtocolConfig` and a run folder `results/<dataset>/<id>/`.
+
+Under torchrun (`torchrun --nproc_per_node=N experiments/<dataset>.py with ...`) only rank 0
+has the observer, checks the results folder and records the run; it sends its config (seed
+included) and run folder to the other ranks, which train with it and write nothing.
 """
 
 from __future__ import annotations
 
 import json
+import logging
 import sys
 import tempfile
 import warnings
@@ -19,6 +24,7 @@ warnings.filterwarnings("ignore", message="pkg_resources is deprecated")  # from
 from sacred import Experiment  # noqa: E402
 from sacred.observers import FileStorageObserver  # noqa: E402
 
+from gksparse import distributed  # noqa: E402
 from gksparse.models import METHODS  # noqa: E402
 from gksparse.protocol import ProtocolConfig, run_protocol  # noqa: E402
 
@@ -47,6 +53,7 @@ BASE: dict[str, Any] = {
     "vgg_weights": "IMAGENET1K_V1",
     "progress": True,
     "classify_dataset": None,
+    "global_lifetime": True,  # torchrun: lifetime sparsity over the global batch, not per rank
 }
 ABLATIONS = {"nospatial": {"spatial": False}, "nolifetime": {"lifetime": False}}
 
@@ -90,22 +97,34 @@ def make_experiment(
         ex.add_named_config(name, {"method": name})
     for name, cfg in {**ABLATIONS, "small": small, "smoke": smoke}.items():
         ex.add_named_config(name, cfg)
-    ex.observers.append(RunFolders())
+    if distributed.env_rank() == 0:  # under torchrun, rank 0 alone records the run
+        ex.observers.append(RunFolders())
+    else:
+        quiet = logging.getLogger(f"{dataset}.rank{distributed.env_rank()}")
+        quiet.setLevel(logging.ERROR)
+        ex.logger = quiet
 
     @ex.main
     def run(_config, _run):
-        observer = next(o for o in _run.observers if isinstance(o, RunFolders))
-        config = observer.config  # on resume: the run's saved config
-        print(f"run folder: {observer.dir}")
         try:
+            distributed.setup(_config["device"])
+            config, folder = None, None
+            if distributed.is_main():
+                observer = next(o for o in _run.observers if isinstance(o, RunFolders))
+                config, folder = observer.config, observer.dir  # on resume: its saved config
+                print(f"run folder: {folder}")
+            config, folder = distributed.broadcast_object((config, folder))
             return run_protocol(
                 ProtocolConfig.from_dict(config),
-                observer.dir,
+                folder,
                 lambda name, value, step: _run.log_scalar(name, value, step),
             )
         except (ValueError, RuntimeError, OSError, ImportError) as e:
-            print(f"error: {e}", file=sys.stderr)
+            where = f" (rank {distributed.env_rank()})" if distributed.env_rank() else ""
+            print(f"error{where}: {e}", file=sys.stderr)
             raise SystemExit(2) from None
+        finally:
+            distributed.cleanup()
 
     return ex
 
@@ -141,6 +160,8 @@ def check_command_line(ex: Experiment, argv: list[str]) -> None:
                 f"unknown method or config {arg!r}; methods: {', '.join(METHODS)}; "
                 f"configs: {', '.join(sorted(named - set(METHODS)))}."
             )
+    if distributed.env_rank() != 0:  # the folders are rank 0's business
+        return
     if "resume" in values:
         folder = Path(values["resume"].strip("'\""))
         if not (folder / "config.json").is_file():

@@ -1,6 +1,6 @@
 """Rotated MNIST.
 
-    python experiments/mnistrotated.py with <method> [nospatial|nolifetime] seed=N
+python experiments/mnistrotated.py with <method> [nospatial|nolifetime] seed=N
 """
 
 from common import main, make_experiment

@@ -96,7 +96,7 @@ def checkpoint_path(run: str | os.PathLike, which: str = "pretrained") -> Path:
     if not matches:
         raise FileNotFoundError(
             f"the run folder {path} has no {which}*.pt checkpoint (its checkpoints: {names}); "
-            "methods without pretraining (randominit*, vgg19) have no pretrained.pt."
+            "its run may not have reached that stage yet."
         )
     raise ValueError(
         f"the run folder {path} has several {which}*.pt checkpoints ({names}); pass the file "

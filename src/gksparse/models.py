@@ -14,8 +14,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from . import distributed
 from .layers import ConvMinimalRNN2d, FrameConv2d, FrameConvTranspose2d, frames, videos
-from .sparsity import group_ksparse, group_norms, ksparse
+from .sparsity import group_ksparse_chain, group_norms, ksparse_chain
 
 Stage = Literal["pretrain", "stacked", "finetune"]
 
@@ -107,6 +108,8 @@ class ConvEncoder(nn.Module):
             FrameConv2d(c, filters, kernel_size) for c in (in_channels, filters, filters)
         )
         self.rnn = ConvMinimalRNN2d(filters, kernel_size) if recurrent else None
+        if self.rnn is None:  # a WTA code's gradient reaches only its winners' pixels
+            self.convs[-1].sparse_grad = True
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x = self.input_dropout(x)
@@ -165,16 +168,23 @@ class ClassifierHead(nn.Module):
         nn.init.xavier_uniform_(self.dense.weight)
         nn.init.zeros_(self.dense.bias)
 
-    def forward(self, h: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
-        n = h.shape[0]
+    def features(self, h: torch.Tensor) -> torch.Tensor:
+        """Per-frame inputs of the dense layer: `(N, T, F, H, W)` -> `(N, T, D)`."""
         f = frames(h)
         if self.pool:
             f = F.max_pool2d(f, 2)
-        logits = videos(self.dense(self.dropout(f.flatten(1))), n)  # (N, T, classes)
+        return videos(f.flatten(1), h.shape[0])
+
+    def logits(self, feats: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
+        """`(N, T, D)` features -> `(N, classes)`: dropout, dense, mean over real frames."""
+        logits = self.dense(self.dropout(feats))  # (N, T, classes)
         if mask is None:
             return logits.mean(dim=1)
         m = mask.to(logits.dtype).unsqueeze(-1)
         return (logits * m).sum(dim=1) / m.sum(dim=1).clamp_min(1)
+
+    def forward(self, h: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
+        return self.logits(self.features(h), mask)
 
 
 def _frame_mask(mask: torch.Tensor | None, like: torch.Tensor) -> torch.Tensor | None:
@@ -202,6 +212,8 @@ class VideoModel(nn.Module):
             if m.target
             else None
         )
+        if self.decoder is not None and m.sparsity == "none":
+            self.decoder.sparse = False  # a dense code: skip the sparse decoder's occupancy test
         self.head = ClassifierHead(
             head_in, config.classes, config.head_dropout, m.backbone != "vgg19"
         )
@@ -216,12 +228,13 @@ class VideoModel(nn.Module):
         if fm is not None:
             code = code * fm
         c = self.config
-        if self.method.sparsity == "plain":
-            code = ksparse(code, c.k_spatial, dims=(3, 4))
-            code = ksparse(code, c.k_lifetime, dims=(0, 1))
-        elif self.method.sparsity == "group":
-            code = group_ksparse(code, c.groups, c.k_spatial, dims=(3, 4), channel_dim=2)
-            code = group_ksparse(code, c.groups, c.k_lifetime, dims=(0, 1), channel_dim=2)
+        steps = ((c.k_spatial, (3, 4)), (c.k_lifetime, (0, 1)))
+        if self.method.sparsity != "none" and distributed.lifetime_is_global():  # torchrun
+            return distributed.global_sparse_chain(code, steps, self.method.sparsity, c.groups)
+        if self.method.sparsity == "plain":  # = ksparse spatial, then ksparse lifetime
+            code = ksparse_chain(code, steps)
+        elif self.method.sparsity == "group":  # = group_ksparse spatial, then lifetime
+            code = group_ksparse_chain(code, c.groups, steps, channel_dim=2)
         return code
 
     def reconstruct(

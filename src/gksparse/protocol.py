@@ -10,6 +10,12 @@ Run folder layout (all files written atomically; a killed run resumes from it):
     finetune_n{n}.pt        the classifier after end-to-end fine-tuning of budget n
     reconstructions.png     input videos beside their reconstructions / predictions
     decoder_filters.png     the decoder's filters, one row per group for group methods
+
+Under torchrun every rank runs the protocol with the same config: training and evaluation
+are split over the ranks (`train.fit`, `train.evaluate`), seeds and labeled splits follow
+from the config alone, rank 0 alone writes into the run folder, and whatever is read back
+from it (the result so far, checkpoints, the pretraining state) is read by rank 0 and sent
+to the others, so that only rank 0 needs the folder.
 """
 
 from __future__ import annotations
@@ -28,6 +34,7 @@ import torch
 from torch import nn
 
 from . import data as datasets
+from . import distributed, runtime
 from .checkpoint import atomic_save, load_checkpoint, save_checkpoint
 from .data.videos import VideoData, Videos
 from .encoder import zca_to_extra
@@ -81,6 +88,9 @@ class ProtocolConfig:
     vgg_weights: str | None = "IMAGENET1K_V1"
     progress: bool = True
     data_options: dict[str, Any] = field(default_factory=dict)  # more options of the loader
+    # Under torchrun: lifetime sparsity over the whole global batch (True), or over each
+    # process's shard (False: the per-process behaviour of the original code).
+    global_lifetime: bool = True
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> ProtocolConfig:
@@ -139,28 +149,56 @@ def encode_features(
 
 
 class Protocol:
-    """Runs the protocol for one `ProtocolConfig` into `run_dir`, resuming what is there."""
+    """Runs the protocol for one `ProtocolConfig` into `run_dir`, resuming what is there.
+
+    Under torchrun, joins the process group (`distributed.setup`) if the caller has not;
+    only rank 0 writes files, calls `log_fn` and shows progress.
+    """
 
     def __init__(
         self, cfg: ProtocolConfig, run_dir: str | os.PathLike, log_fn: LogFn | None = None
     ):
         self.cfg = cfg
         self.run_dir = Path(run_dir)
-        self.run_dir.mkdir(parents=True, exist_ok=True)
-        self.log_fn = log_fn or (lambda name, value, step: None)
+        device = torch.device(cfg.device) if cfg.device else default_device()
+        distributed.setup(device)
+        self.device = distributed.local_device(device)
+        self.main = distributed.is_main()
+        world = distributed.world_size()
+        if cfg.batch_size % world:
+            raise ValueError(
+                f"batch_size={cfg.batch_size} is the global batch, split evenly over {world} "
+                f"processes; choose a multiple of {world}."
+            )
+        if self.main:
+            self.run_dir.mkdir(parents=True, exist_ok=True)
+        self.log_fn = (log_fn if self.main else None) or (lambda name, value, step: None)
+        self.progress = cfg.progress and self.main
         self.method = get_method(cfg.method)
-        self.device = torch.device(cfg.device) if cfg.device else default_device()
-        self.use_autocast = self.device.type == "cuda" if cfg.autocast is None else cfg.autocast
-        result_path = self.run_dir / "result.json"
-        self.result: dict[str, Any] = (
-            json.loads(result_path.read_text())
-            if result_path.is_file()
-            else {"pretrain": None, "budgets": {}}
-        )
+        # allocator, channels-last; bf16 autocast by default on CUDA only
+        self.settings = runtime.configure(self.device, autocast=cfg.autocast)
+        self.use_autocast = self.settings.autocast
+        self.result: dict[str, Any] = distributed.run_on_main(self._read_result)
 
     # -- bookkeeping ---------------------------------------------------------------------
+    def _read_result(self) -> dict[str, Any]:
+        path = self.run_dir / "result.json"
+        return json.loads(path.read_text()) if path.is_file() else {"pretrain": None, "budgets": {}}
+
     def save_result(self) -> None:
-        write_json(self.result, self.run_dir / "result.json")
+        if self.main:
+            write_json(self.result, self.run_dir / "result.json")
+
+    def load_model(self, path: Path) -> VideoModel:
+        """The checkpoint at `path` (read by rank 0 and sent to the other ranks)."""
+        if distributed.is_distributed():
+            data = distributed.run_on_main(path.read_bytes)
+            if not self.main:
+                with tempfile.TemporaryDirectory() as tmp:
+                    copy = Path(tmp) / path.name
+                    copy.write_bytes(data)
+                    return runtime.prepare_model(load_checkpoint(copy)[0], self.settings)
+        return runtime.prepare_model(load_checkpoint(path)[0], self.settings)
 
     def _log_history(self, prefix: str, history: list[dict[str, float]]) -> None:
         for rec in history:
@@ -178,17 +216,18 @@ class Protocol:
             test_size=c.test_size,
             seed=c.seed,
             zca_epsilon=c.zca_epsilon,
-            progress=c.progress,
+            progress=self.progress,
         )
-        if c.dataset == "videos":  # your own folder (experiments/videos.py)
-            from .data.videofolder import load_folder
+        with distributed.main_first():  # rank 0 fills the data cache, the others read it
+            if c.dataset == "videos":  # your own folder (experiments/videos.py)
+                from .data.videofolder import load_folder
 
-            pre = load_folder(**kw, **c.data_options)
-            return pre, pre
-        pre = datasets.load(c.dataset, **kw)
-        name = c.classify_dataset or c.dataset
-        cls = pre if name == c.dataset else datasets.load(name, **kw)
-        return pre, cls
+                pre = load_folder(**kw, **c.data_options)
+                return pre, pre
+            pre = datasets.load(c.dataset, **kw)
+            name = c.classify_dataset or c.dataset
+            cls = pre if name == c.dataset else datasets.load(name, **kw)
+            return pre, cls
 
     def model_config(self, pre: VideoData, cls: VideoData) -> ModelConfig:
         c = self.cfg
@@ -213,15 +252,17 @@ class Protocol:
     def pretrain(self, pre: VideoData, model_cfg: ModelConfig) -> VideoModel:
         """Pretrain (or, for methods without pretraining, just initialise) and save the model."""
         c, path = self.cfg, self.run_dir / "pretrained.pt"
-        if path.is_file() and self.result.get("pretrain") is not None:
+        if distributed.run_on_main(path.is_file) and self.result.get("pretrain") is not None:
             log.info("pretraining already done: loading %s", path)
-            return load_checkpoint(path, self.device)[0]
+            return self.load_model(path)
         torch.manual_seed(_seed(c.seed, 0))
-        model = build_model(model_cfg).to(self.device)
+        model = runtime.prepare_model(build_model(model_cfg), self.settings)
         summary: dict[str, Any] = {"pretrained": self.method.target is not None}
         if self.method.target is not None:
             state_path = self.run_dir / "pretrain_state.pt"
-            resume = torch.load(state_path, weights_only=True) if state_path.is_file() else None
+            resume = distributed.run_on_main(
+                lambda: torch.load(state_path, weights_only=True) if state_path.is_file() else None
+            )
             stage = Stage(
                 "pretrain",
                 model.trainable("pretrain"),
@@ -238,7 +279,7 @@ class Protocol:
                 device=self.device,
                 use_autocast=self.use_autocast,
                 generator=torch.Generator().manual_seed(_seed(c.seed, 1)),
-                progress=c.progress,
+                progress=self.progress,
                 on_epoch=lambda e, r: self.log_fn("pretrain.loss", r["loss"], e),
                 resume=resume,
                 save_state=lambda s: atomic_save(s, state_path),
@@ -253,23 +294,26 @@ class Protocol:
             self.log_fn("pretrain.train_loss", summary["train_loss"], len(history))
             self.log_fn("pretrain.test_loss", summary["test_loss"], len(history))
             self.save_pictures(model, pre)
-        save_checkpoint(path, model, **zca_to_extra(pre.zca))
+        if self.main:
+            save_checkpoint(path, model, **zca_to_extra(pre.zca))
         self.result["pretrain"] = summary
         self.save_result()
-        (self.run_dir / "pretrain_state.pt").unlink(missing_ok=True)
+        if self.main:
+            (self.run_dir / "pretrain_state.pt").unlink(missing_ok=True)
         return model
 
     def save_pictures(self, model: VideoModel, pre: VideoData) -> None:
+        """Reconstructions of a few test videos and the decoder's filters (rank 0 only)."""
         from . import plots
 
         k = min(self.cfg.pictures, len(pre.test))
-        if k <= 0:
+        if k <= 0 or not self.main:
             return
         sample = pre.test.subset(np.arange(k))
         x = torch.from_numpy(sample.videos).to(self.device)
         mask = None if sample.mask is None else torch.from_numpy(sample.mask).to(self.device)
         model.eval()
-        with torch.no_grad():
+        with torch.no_grad(), distributed.global_lifetime(False):  # rank 0 alone
             out, _ = model.reconstruct(x, mask)
         plots.save_reconstructions(
             sample.videos,
@@ -289,7 +333,7 @@ class Protocol:
         c = self.cfg
         rng = np.random.default_rng(_seed(c.seed, n, 2))
         train, val, test = cls.labeled_split(n, rng)
-        model = load_checkpoint(self.run_dir / "pretrained.pt", self.device)[0]
+        model = self.load_model(self.run_dir / "pretrained.pt")
         weighted = ClassificationLoss(balanced_class_weights(train.labels, cls.num_classes))
         plain = ClassificationLoss()
         out: dict[str, Any] = {"n_train": len(train), "n_val": len(val), "n_test": len(test)}
@@ -316,7 +360,7 @@ class Protocol:
                 use_autocast=self.use_autocast,
                 generator=gen,
                 eval_batch_size=c.eval_batch_size,
-                progress=c.progress,
+                progress=self.progress,
             )
             if name == "stacked" and self.can_cache_features(train, val, model):
                 ftrain, fval = (
@@ -337,7 +381,8 @@ class Protocol:
             for split in ("train", "val", "test"):
                 for key, value in out[name][split].items():
                     self.log_fn(f"n{n}.{name}.{split}_{key}", value, len(history))
-            save_checkpoint(path, model, n=n, stage=name)
+            if self.main:
+                save_checkpoint(path, model, n=n, stage=name)
         return out
 
     def can_cache_features(self, train: Videos, val: Videos, model: VideoModel) -> bool:
@@ -351,18 +396,19 @@ class Protocol:
     # -- the whole protocol --------------------------------------------------------------
     def run(self) -> dict[str, Any]:
         """Pretrain, then stacked + end-to-end for every label budget; returns the result."""
-        pre, cls = self.load_data()
-        self.pretrain(pre, self.model_config(pre, cls))
-        if cls.split == "none" and self.cfg.num_labeled:
-            log.warning("%s has no labels: pretraining only", cls.name)
+        with distributed.global_lifetime(self.cfg.global_lifetime):
+            pre, cls = self.load_data()
+            self.pretrain(pre, self.model_config(pre, cls))
+            if cls.split == "none" and self.cfg.num_labeled:
+                log.warning("%s has no labels: pretraining only", cls.name)
+                return self.result
+            for n in self.cfg.num_labeled:
+                if str(n) in self.result["budgets"]:
+                    log.info("label budget %d already done", n)
+                    continue
+                self.result["budgets"][str(n)] = self.classify(cls, n)
+                self.save_result()
             return self.result
-        for n in self.cfg.num_labeled:
-            if str(n) in self.result["budgets"]:
-                log.info("label budget %d already done", n)
-                continue
-            self.result["budgets"][str(n)] = self.classify(cls, n)
-            self.save_result()
-        return self.result
 
 
 def run_protocol(

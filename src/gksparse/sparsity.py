@@ -11,6 +11,8 @@ from collections.abc import Sequence
 
 import torch
 
+Steps = Sequence[tuple[int, int | Sequence[int]]]  # ((k, dims), ...): successive WTA steps
+
 EPS = 1e-7  # inside the square root of a group norm, as the reference's `n_p`
 
 
@@ -28,6 +30,12 @@ def _normalize_dims(dims: int | Sequence[int], ndim: int) -> tuple[int, ...]:
     return tuple(sorted(out))
 
 
+def _channel_dim(channel_dim: int, ndim: int) -> int:
+    if not -ndim <= channel_dim < ndim:
+        raise ValueError(f"channel_dim {channel_dim} is out of range for a tensor of rank {ndim}.")
+    return channel_dim % ndim
+
+
 def _check_k(k: int) -> None:
     if k < 1:
         raise ValueError(f"k must be at least 1 (got {k}): it is the number of winners kept.")
@@ -38,11 +46,10 @@ def topk_mask(
 ) -> torch.Tensor:
     """Boolean mask of the `k` largest `scores` over `dims`, for every index of the other dims.
 
-    `k` is clipped to the number of values over `dims`. For `k = 1` the mask is
-    `scores == max` (no sort, no scatter), which keeps every tied maximum: identical after
-    masking when the tied values are zeros; with exact nonzero ties it keeps all of them
-    where top-k keeps one. `fast=False` forces the general top-k path.
-    Returns a bool tensor shaped like `scores`; it carries no gradient.
+    `k` is clipped to the number of values over `dims`. Exactly `min(k, count)` entries are
+    marked, ties broken either way (a black background ties exactly at its maximum). For
+    `k = 1` the winner is the argmax (one reduction, no sort); `fast=False` forces the
+    general top-k path. Returns a bool tensor shaped like `scores`; it carries no gradient.
     """
     _check_k(k)
     dims = _normalize_dims(dims, scores.ndim)
@@ -52,14 +59,21 @@ def topk_mask(
         count *= scores.shape[d]
     if k >= count:
         return torch.ones_like(scores, dtype=torch.bool)
-    if k == 1 and fast:
-        return scores == scores.amax(dim=dims, keepdim=True)
+    if k == 1 and fast and dims == tuple(range(dims[0], dims[-1] + 1)):
+        # consecutive dims: flatten them in place and mark the argmax, the first of any ties
+        flat = scores.flatten(dims[0], dims[-1])
+        index = flat.argmax(dim=dims[0], keepdim=True)
+        mask = torch.zeros_like(flat, dtype=torch.bool).scatter_(dims[0], index, True)
+        return mask.unflatten(dims[0], [scores.shape[d] for d in dims])
     # General path: move `dims` last, flatten them, top-k, scatter, move back.
     rest = [d for d in range(scores.ndim) if d not in dims]
     perm = rest + list(dims)
     moved = scores.permute(perm)
     flat = moved.reshape(*moved.shape[: len(rest)], count)
-    index = flat.topk(k, dim=-1, sorted=False).indices
+    if k == 1 and fast:
+        index = flat.argmax(dim=-1, keepdim=True)
+    else:
+        index = flat.topk(k, dim=-1, sorted=False).indices
     mask = torch.zeros_like(flat, dtype=torch.bool).scatter_(-1, index, True)
     return mask.reshape(moved.shape).permute(torch.argsort(torch.tensor(perm)).tolist())
 
@@ -81,7 +95,7 @@ def group_norms(x: torch.Tensor, groups: int, channel_dim: int) -> torch.Tensor:
 
     x: `(..., C, ...)` with `C` at `channel_dim`. Returns `(..., groups, ...)`.
     """
-    channel_dim = channel_dim % x.ndim
+    channel_dim = _channel_dim(channel_dim, x.ndim)
     c = x.shape[channel_dim]
     if groups < 1 or c % groups:
         raise ValueError(
@@ -108,7 +122,7 @@ def group_ksparse(
     over `dims` win, and all channels of a winning group are kept. Returns `x`'s shape.
     """
     _check_k(k)
-    channel_dim = channel_dim % x.ndim
+    channel_dim = _channel_dim(channel_dim, x.ndim)
     dims = _normalize_dims(dims, x.ndim)
     if channel_dim in dims:
         raise ValueError(
@@ -120,3 +134,66 @@ def group_ksparse(
     c = x.shape[channel_dim]
     grouped = x.reshape(*x.shape[:channel_dim], groups, c // groups, *x.shape[channel_dim + 1 :])
     return (grouped * keep).reshape(x.shape)
+
+
+def ksparse_chain(x: torch.Tensor, steps: Steps, *, fast: bool = True) -> torch.Tensor:
+    """`ksparse` applied once per `(k, dims)` of `steps`, in order, with one final multiply.
+
+    Same result as `for k, dims in steps: x = ksparse(x, k, dims)`: each step ranks the
+    values the previous steps left (dropped entries count as zeros), and the masks are
+    combined so that the code is written once.
+    """
+    scores, keep = x.detach(), None
+    for k, dims in steps:
+        mask = topk_mask(scores, k, dims, fast=fast)
+        keep = mask if keep is None else keep & mask
+        scores = scores * mask
+    return x if keep is None else torch.where(keep, x, 0.0)  # no bool-to-float copy of keep
+
+
+def _group_scores(x: torch.Tensor, groups: int, channel_dim: int) -> torch.Tensor:
+    """Sums of squares of the channel groups in fp32: ordered as `group_norms`, no sqrt."""
+    c = x.shape[channel_dim]
+    if groups < 1 or c % groups:
+        group_norms(x, groups, channel_dim)  # raises the error with its message
+    grouped = x.detach().unflatten(channel_dim, (groups, c // groups))
+    if grouped.dtype != torch.float32:
+        grouped = grouped.float()
+    return grouped.square().sum(dim=channel_dim + 1)
+
+
+def group_ksparse_chain(
+    x: torch.Tensor, groups: int, steps: Steps, channel_dim: int, *, fast: bool = True
+) -> torch.Tensor:
+    """`group_ksparse` applied once per `(k, dims)` of `steps`, in order, computed at once.
+
+    Same result as `for k, dims in steps: x = group_ksparse(x, groups, k, dims, channel_dim)`
+    (ties aside, which only decide between zeros): the group norms are computed once, in fp32
+    (bf16 inputs too), a dropped group counts as the smallest norm in later steps, and the
+    code is written once. Squared norms rank as the norms do.
+    """
+    channel_dim = _channel_dim(channel_dim, x.ndim)
+    for k, dims in steps:
+        _check_k(k)
+        if channel_dim in _normalize_dims(dims, x.ndim):
+            raise ValueError(
+                f"dims {dims} contain the channel dim {channel_dim}: groups are chosen per "
+                "channel group, so select over the other dims."
+            )
+    scores, keep = _group_scores(x, groups, channel_dim), None
+    for k, dims in steps:
+        mask = topk_mask(scores, k, dims, fast=fast)
+        keep = mask if keep is None else keep & mask
+        scores = scores * mask
+    if keep is None:
+        return x
+    c = x.shape[channel_dim]
+    if x.stride(channel_dim) == 1 and x.ndim > channel_dim + 1:
+        # channels innermost (channels-last frames): a mask broadcast over the C/G channels
+        # of a group would make every inner loop C/G long, so spell it out per channel, in
+        # x's layout: channel dim moved last, groups repeated, moved back.
+        last = keep.movedim(channel_dim, -1).repeat_interleave(c // groups, dim=-1)
+        return torch.where(last.movedim(-1, channel_dim), x, 0.0)
+    grouped = x.unflatten(channel_dim, (groups, c // groups))
+    kept = torch.where(keep.unsqueeze(channel_dim + 1), grouped, 0.0)
+    return kept.flatten(channel_dim, channel_dim + 1)

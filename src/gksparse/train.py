@@ -3,6 +3,13 @@
 What differs between the three is passed in as a `Stage` (which parameters train, the
 optimizer and the loss); the loop, clipping, early stopping, NaN check and progress bars
 are shared.
+
+Under torchrun (a process group of more than one process, see `gksparse.distributed`),
+`fit` trains with DistributedDataParallel: `batch_size` stays the global batch, every rank
+draws the same shuffled order and takes its contiguous share of each global batch, and each
+rank's loss is weighted (`loss_weight`) so that the averaged gradient is the gradient of the
+loss of the whole global batch. `evaluate` gives whole batches to the ranks in turn and sums
+the results. Dropout draws different noise on every rank (not the single process's noise).
 """
 
 from __future__ import annotations
@@ -16,8 +23,10 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
+from torch.nn.parallel import DistributedDataParallel
 from tqdm.auto import tqdm
 
+from . import distributed
 from .data.videos import Videos
 
 Batch = dict[str, torch.Tensor | None]
@@ -65,8 +74,34 @@ class ClassificationLoss:
         w = None if self.weights is None else self.weights.to(logits.device)
         return F.cross_entropy(logits.float(), labels, weight=w)
 
+    def denominator(self, batch: Batch) -> float:
+        """What the (weighted) mean over `batch` divides by: the sum of its labels' weights."""
+        labels = batch["label"]
+        if self.weights is None:
+            return float(len(labels))
+        return float(self.weights[labels.cpu()].sum())
+
     def __call__(self, model: nn.Module, batch: Batch) -> torch.Tensor:
         return self.from_logits(model(batch["video"], batch["mask"]), batch["label"])
+
+
+def loss_weight(loss: LossFn, model: nn.Module, batch: Batch) -> float:
+    """What `loss`'s mean over `batch` divides by, up to a factor shared by all batches.
+
+    Weighting each rank's mean by it makes the ranks' gradients average to the gradient of
+    the mean over the whole global batch. `ClassificationLoss`: the sum of the labels' class
+    weights (exact). `pretrain_loss`: the number of videos, or with a mask the number of real
+    target frames (exact for the MSE; the slowness term's mean over pairs of real frames is
+    exact without padding, weighted by real frames with it). Any other loss: the videos.
+    """
+    if isinstance(loss, ClassificationLoss):
+        return loss.denominator(batch)
+    mask = batch.get("mask")
+    if loss is pretrain_loss and mask is not None:
+        if getattr(getattr(model, "method", None), "target", None) == "next":
+            mask = mask[:, :-1] & mask[:, 1:]
+        return float(mask.sum())
+    return float(len(batch["video"]))
 
 
 # -- batches ------------------------------------------------------------------------------
@@ -77,26 +112,45 @@ def batches(
     *,
     shuffle: bool = False,
     generator: torch.Generator | None = None,
+    rank: int = 0,
+    world_size: int = 1,
 ) -> Iterator[Batch]:
-    """Mini-batches of `data` as tensors on `device`: video `(B, T, C, H, W)`, mask, label."""
+    """Mini-batches of `data` as tensors on `device`: video `(B, T, C, H, W)`, mask, label.
+
+    With `world_size` > 1, yields `rank`'s contiguous share (`distributed.shard_bounds`) of
+    every global batch of `batch_size`; all ranks pass the same `generator` state, so they
+    split the same global batches. A rank whose share is empty (a last global batch with
+    fewer videos than ranks) gets one fully padded video (mask all False) instead, as the
+    encoder cannot run on an empty batch: padded frames never win a lifetime contest, and
+    `fit` gives that batch a zero weight.
+    """
     n = len(data)
     order = torch.randperm(n, generator=generator).numpy() if shuffle else np.arange(n)
     pin = device.type == "cuda"
     for start in range(0, n, batch_size):
         idx = order[start : start + batch_size]
-        if not shuffle:
-            idx = slice(int(idx[0]), int(idx[-1]) + 1)  # contiguous read, cheap on memmaps
-        else:
-            idx = np.sort(
-                idx
-            )  # sorted reads are faster on memory maps; order within a batch is moot
-        yield {
-            "video": _to(data.videos[idx], device, pin, torch.float32),
-            "mask": None if data.mask is None else _to(data.mask[idx], device, pin),
-            "label": None
-            if data.labels is None
-            else _to(data.labels[idx], device, pin, torch.long),
-        }
+        if shuffle:  # sorted reads are faster on memory maps; order within a batch is moot
+            idx = np.sort(idx)
+        padded = False
+        if world_size > 1:
+            a, b = distributed.shard_bounds(len(idx), rank, world_size)
+            padded = a == b
+            idx = idx[:1] if padded else idx[a:b]
+        batch = _load_batch(data, idx, device, pin)
+        if padded:
+            batch["mask"] = torch.zeros(batch["video"].shape[:2], dtype=torch.bool, device=device)
+        yield batch
+
+
+def _load_batch(data: Videos, idx: np.ndarray, device: torch.device, pin: bool) -> Batch:
+    """The videos at the sorted indices `idx` as a batch on `device`."""
+    if len(idx) and idx[-1] - idx[0] == len(idx) - 1:
+        idx = slice(int(idx[0]), int(idx[-1]) + 1)  # contiguous read, cheap on memmaps
+    return {
+        "video": _to(data.videos[idx], device, pin, torch.float32),
+        "mask": None if data.mask is None else _to(data.mask[idx], device, pin),
+        "label": None if data.labels is None else _to(data.labels[idx], device, pin, torch.long),
+    }
 
 
 def _to(a: np.ndarray, device: torch.device, pin: bool, dtype=None) -> torch.Tensor:
@@ -170,13 +224,20 @@ def evaluate(
     """Mean loss of `model` on `data`, in eval mode, without gradients.
 
     With `accuracy`, `loss` must be a `ClassificationLoss`, and the accuracy is added.
+    With a process group, rank r evaluates the batches r, r + W, r + 2W, ... whole (so its
+    lifetime sparsity ranks over a whole batch, as one process does) and the sums of loss,
+    correct predictions and videos are added over the ranks: every rank gets the result.
     """
     was_training = model.training
     model.eval()
     total, correct, count = 0.0, 0, 0
+    rank, world = distributed.rank(), distributed.world_size()
+    pin = device.type == "cuda"
+    n = len(data)
     try:
-        for batch in batches(data, batch_size, device):
-            with autocast(device, use_autocast):
+        for start in range(rank * batch_size, n, world * batch_size):
+            batch = _load_batch(data, np.arange(start, min(start + batch_size, n)), device, pin)
+            with autocast(device, use_autocast), distributed.global_lifetime(False):
                 if accuracy:  # one forward pass for both numbers
                     logits = model(batch["video"], batch["mask"])
                     value = loss.from_logits(logits, batch["label"])
@@ -187,6 +248,8 @@ def evaluate(
             count += len(batch["video"])
     finally:
         model.train(was_training)
+    if world > 1:
+        total, correct, count = distributed.all_reduce_sum([total, correct, count])
     out = {"loss": total / max(count, 1)}
     if accuracy:
         out["accuracy"] = correct / max(count, 1)
@@ -219,9 +282,24 @@ def fit(
     values (the trained parameters, optimizer, shuffling and dropout RNG states, history);
     passing it back as `resume` continues exactly where it stopped, so an interrupted and
     resumed stage ends with the same weights as an uninterrupted one.
+
+    With a process group of W > 1 processes (torchrun), every rank calls `fit` with the same
+    arguments: the model is wrapped in DistributedDataParallel, `stage.batch_size` is the
+    global batch (a multiple of W), rank 0's shuffling generator is used by all, and each
+    rank's loss is multiplied by `W * w_r / sum(w)` (`loss_weight`), so that the gradient
+    DDP averages is the gradient of the single-process loss of the global batch. Reported
+    losses are those of the global batches. Only rank 0 calls `save_state` (with every
+    rank's RNG state) and shows progress.
     """
     device = device or next(model.parameters()).device
     model.to(device)
+    dist_on = distributed.is_distributed()
+    rank, world = distributed.rank(), distributed.world_size()
+    if dist_on and stage.batch_size % world:
+        raise ValueError(
+            f"batch_size={stage.batch_size} is the global batch, split evenly over {world} "
+            f"processes; choose a multiple of {world}."
+        )
     trainable = {id(p) for p in stage.params}
     saved_flags = [(p, p.requires_grad) for p in model.parameters()]
     for p in model.parameters():
@@ -231,16 +309,25 @@ def fit(
     history: list[dict[str, float]] = []
     if generator is None:  # follow torch.manual_seed, as the dropout does
         generator = torch.Generator().manual_seed(int(torch.randint(2**62, ()).item()))
+    own_rng = False
     if resume is not None:
         with torch.no_grad():
             for p, v in zip(stage.params, resume["params"], strict=True):
                 p.copy_(v)
         optimizer.load_state_dict(resume["optimizer"])
         generator.set_state(resume["generator"])
-        _set_rng_state(resume["rng"])
+        own_rng = _restore_rng_state(resume["rng"], rank, world)
         history = list(resume["history"])
         best_loss, best_epoch = resume["best_loss"], resume["best_epoch"]
         best_params = resume["best_params"]
+    runner: nn.Module = _StageLoss(model, stage.loss)
+    if dist_on:
+        generator.set_state(distributed.broadcast_object(generator.get_state()))
+        if not own_rng:  # one dropout seed per rank: the same one would repeat its noise
+            torch.manual_seed(int(torch.randint(2**62, ()).item()) + rank)
+        runner = DistributedDataParallel(
+            runner, device_ids=[device] if device.type == "cuda" else None
+        )
     eval_bs = eval_batch_size or stage.batch_size
     steps = math.ceil(len(train) / stage.batch_size)
     try:
@@ -250,16 +337,28 @@ def fit(
             model.train()
             running, seen = 0.0, 0
             bar = tqdm(
-                batches(train, stage.batch_size, device, shuffle=True, generator=generator),
+                batches(
+                    train,
+                    stage.batch_size,
+                    device,
+                    shuffle=True,
+                    generator=generator,
+                    rank=rank,
+                    world_size=world,
+                ),
                 total=steps,
                 desc=f"{stage.name} {epoch}/{stage.epochs}",
-                disable=not progress,
+                disable=not progress or not distributed.is_main(),
                 leave=False,
             )
             for step, batch in enumerate(bar, 1):
+                size = min(stage.batch_size, len(train) - (step - 1) * stage.batch_size)
                 with autocast(device, use_autocast):
-                    loss = stage.loss(model, batch)
-                value = float(loss.detach())
+                    loss = runner(batch)
+                if dist_on:
+                    loss, value = _weigh_shard(loss, stage.loss, model, batch, size)
+                else:
+                    value = float(loss.detach())
                 if not math.isfinite(value):
                     raise TrainingDiverged(
                         f"the {stage.name} loss became {value} at epoch {epoch}, step {step}; "
@@ -270,8 +369,8 @@ def fit(
                 if stage.clipnorm is not None:
                     clip_each_(stage.params, stage.clipnorm)
                 optimizer.step()
-                running += value * len(batch["video"])
-                seen += len(batch["video"])
+                running += value * size
+                seen += size
                 bar.set_postfix(loss=f"{running / seen:.4g}")
             record = {"epoch": epoch, "loss": running / max(seen, 1)}
             if val is not None and len(val):
@@ -290,26 +389,61 @@ def fit(
             if on_epoch is not None:
                 on_epoch(epoch, record)
             if save_state is not None:
-                save_state(
-                    {
-                        "params": [p.detach().cpu() for p in stage.params],
-                        "optimizer": optimizer.state_dict(),
-                        "generator": generator.get_state(),
-                        "rng": _get_rng_state(),
-                        "history": history,
-                        "best_loss": best_loss,
-                        "best_epoch": best_epoch,
-                        "best_params": best_params,
-                    }
-                )
+                rng = _get_rng_state()
+                if dist_on:  # a collective: every rank takes part, rank 0 saves
+                    rng = distributed.all_gather_object(rng)
+                if distributed.is_main():
+                    save_state(
+                        {
+                            "params": [p.detach().cpu() for p in stage.params],
+                            "optimizer": optimizer.state_dict(),
+                            "generator": generator.get_state(),
+                            "rng": rng,
+                            "history": history,
+                            "best_loss": best_loss,
+                            "best_epoch": best_epoch,
+                            "best_params": best_params,
+                        }
+                    )
         if best_params is not None:
             with torch.no_grad():
                 for p, b in zip(stage.params, best_params, strict=True):
                     p.copy_(b)
     finally:
+        del runner  # drops DDP's hooks before another stage wraps the model again
         for p, flag in saved_flags:
             p.requires_grad_(flag)
     return history
+
+
+class _StageLoss(nn.Module):
+    """`loss(model, batch)` as a module's forward, so that DDP sees the pass it syncs."""
+
+    def __init__(self, model: nn.Module, loss: LossFn) -> None:
+        super().__init__()
+        self.model = model
+        self.loss = loss
+
+    def forward(self, batch: Batch) -> torch.Tensor:
+        return self.loss(self.model, batch)
+
+
+def _weigh_shard(
+    local: torch.Tensor, loss: LossFn, model: nn.Module, batch: Batch, size: int
+) -> tuple[torch.Tensor, float]:
+    """This rank's loss to backpropagate, and the global batch's loss (the same on all ranks).
+
+    local: the mean loss of this rank's share of a global batch of `size` videos. Scaled by
+    `W * w_r / sum(w)` (`loss_weight`), whose DDP average over the W ranks is the gradient of
+    the global batch's mean. A padded stand-in for an empty share weighs 0.
+    """
+    rank, world = distributed.rank(), distributed.world_size()
+    a, b = distributed.shard_bounds(size, rank, world)
+    weight = loss_weight(loss, model, batch) if b > a else 0.0
+    weighted = float(local.detach()) * weight if weight else 0.0
+    total, weights = distributed.all_reduce_sum([weighted, weight])
+    value = total / weights if weights else math.nan
+    return local * (world * weight / weights if weights else 0.0), value
 
 
 def _should_stop(history: list[dict[str, float]], best_epoch: int, patience: int | None) -> bool:
@@ -330,3 +464,17 @@ def _set_rng_state(state: dict) -> None:
     torch.set_rng_state(state["cpu"])
     if "cuda" in state and torch.cuda.is_available():
         torch.cuda.set_rng_state_all(state["cuda"])
+
+
+def _restore_rng_state(saved: dict | list[dict], rank: int, world: int) -> bool:
+    """Restore a saved RNG state: one dict, or one per rank (saved by a process group).
+
+    Returns whether this rank got back its own state; otherwise it got rank 0's (or the
+    single one) and a process group must still give each rank its own dropout seed.
+    """
+    if isinstance(saved, dict):
+        _set_rng_state(saved)
+        return world == 1
+    own = len(saved) == world
+    _set_rng_state(saved[rank] if own else saved[0])
+    return own

@@ -1,0 +1,331 @@
+"""Multi-process training: the process group, rank helpers and global lifetime sparsity.
+
+Started by `torchrun` (which sets RANK, WORLD_SIZE, LOCAL_RANK, MASTER_ADDR, MASTER_PORT),
+`setup` joins the process group: gloo on the CPU, nccl on CUDA (one GPU per process). Without
+torchrun, or with one process, every helper here is a no-op and the code runs as before.
+
+Lifetime sparsity (METHOD.md section 2) ranks over the whole global mini-batch, of which
+each process holds a shard along dim 0. `global_sparse_chain` finds the global winners with
+small collectives (k = 1: all-reduce the per-position maxima, then the lowest rank holding
+the maximum wins; k > 1: all-gather every rank's top-k candidates and keep the global top
+k), and keeps the local entries among them; the mask is a constant for autograd, so the
+gradient flows through the local kept entries only. `global_lifetime(False)` restores the
+per-process behaviour (each rank ranks its own shard), for comparison.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
+from datetime import timedelta
+from typing import Any, TypeVar
+
+import torch
+import torch.distributed as dist
+
+from .sparsity import Steps, topk_mask
+
+T = TypeVar("T")
+
+_GLOBAL_LIFETIME = True  # see `global_lifetime`
+
+
+# -- the process group --------------------------------------------------------------------
+def env_rank() -> int:
+    """This process's rank as torchrun set it (`RANK`), 0 without torchrun; no group needed."""
+    return int(os.environ.get("RANK", "0"))
+
+
+def env_world_size() -> int:
+    """The number of processes as torchrun set it (`WORLD_SIZE`), 1 without torchrun."""
+    return int(os.environ.get("WORLD_SIZE", "1"))
+
+
+def setup(device: str | torch.device | None = None, timeout_s: float = 1800.0) -> bool:
+    """Join the process group torchrun describes, once; True when running with > 1 process.
+
+    The backend is nccl when `device` is CUDA (None: CUDA when available), gloo otherwise;
+    with nccl every process uses the GPU `cuda:LOCAL_RANK`. A no-op (False) without torchrun
+    or with `WORLD_SIZE=1`, and when the group is already initialised.
+    """
+    if dist.is_available() and dist.is_initialized():
+        return is_distributed()
+    if env_world_size() <= 1:
+        return False
+    if not dist.is_available():
+        raise RuntimeError("this PyTorch build has no torch.distributed; run one process.")
+    missing = [v for v in ("RANK", "MASTER_ADDR", "MASTER_PORT") if v not in os.environ]
+    if missing:
+        raise RuntimeError(
+            f"WORLD_SIZE is set but {', '.join(missing)} is not; start the processes with "
+            "torchrun (e.g. torchrun --nproc_per_node=2 experiments/mnistrotated.py with ...)."
+        )
+    cuda = _is_cuda(device)
+    if cuda:
+        torch.cuda.set_device(int(os.environ.get("LOCAL_RANK", "0")))
+    dist.init_process_group("nccl" if cuda else "gloo", timeout=timedelta(seconds=timeout_s))
+    return True
+
+
+def cleanup() -> None:
+    """Leave the process group (if this process joined one)."""
+    if dist.is_available() and dist.is_initialized():
+        dist.destroy_process_group()
+
+
+def _is_cuda(device: str | torch.device | None) -> bool:
+    if device is None:
+        return torch.cuda.is_available()
+    return torch.device(device).type == "cuda"
+
+
+def is_distributed() -> bool:
+    """Whether a process group with more than one process is active."""
+    return dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1
+
+
+def rank() -> int:
+    """This process's rank in the active group, 0 without one."""
+    return dist.get_rank() if is_distributed() else 0
+
+
+def world_size() -> int:
+    """The number of processes in the active group, 1 without one."""
+    return dist.get_world_size() if is_distributed() else 1
+
+
+def is_main() -> bool:
+    """Whether this process writes records, checkpoints and pictures (rank 0)."""
+    return rank() == 0
+
+
+def local_device(device: torch.device) -> torch.device:
+    """`device` for this process: with a process group on CUDA, this process's own GPU."""
+    if device.type == "cuda" and is_distributed() and device.index is None:
+        return torch.device("cuda", torch.cuda.current_device())
+    return device
+
+
+def _comm_device() -> torch.device:
+    """Where the tensors of collectives live: this process's GPU for nccl, else the CPU."""
+    if dist.get_backend() == "nccl":
+        return torch.device("cuda", torch.cuda.current_device())
+    return torch.device("cpu")
+
+
+# -- collectives on plain values ------------------------------------------------------------
+def barrier() -> None:
+    """Wait until every process reaches this point (no-op without a group)."""
+    if is_distributed():
+        dist.barrier()
+
+
+def broadcast_object(obj: T, src: int = 0) -> T:
+    """`obj` of rank `src` on every rank (pickled); unchanged without a group."""
+    if not is_distributed():
+        return obj
+    box = [obj]
+    dist.broadcast_object_list(box, src=src)
+    return box[0]
+
+
+def all_gather_object(obj: T) -> list[T]:
+    """Every rank's `obj`, in rank order (pickled); `[obj]` without a group."""
+    if not is_distributed():
+        return [obj]
+    out: list[Any] = [None] * world_size()
+    dist.all_gather_object(out, obj)
+    return out
+
+
+def all_reduce_sum(values: Sequence[float]) -> list[float]:
+    """Element-wise sums of `values` over all ranks, in float64; unchanged without a group."""
+    if not is_distributed():
+        return [float(v) for v in values]
+    t = torch.tensor([float(v) for v in values], dtype=torch.float64, device=_comm_device())
+    dist.all_reduce(t)
+    return t.tolist()
+
+
+def run_on_main(fn: Callable[[], T]) -> T:
+    """`fn()` computed on rank 0 only, its result broadcast to every rank (pickled).
+
+    If `fn` raises on rank 0, rank 0 re-raises it and the other ranks raise a RuntimeError
+    naming it, instead of waiting for a result that never comes.
+    """
+    if not is_distributed():
+        return fn()
+    if is_main():
+        try:
+            result = fn()
+        except Exception as e:
+            broadcast_object((None, f"{type(e).__name__}: {e}"))
+            raise
+        broadcast_object((result, None))
+        return result
+    result, error = broadcast_object((None, None))
+    if error is not None:
+        raise RuntimeError(f"rank 0 failed ({error}).")
+    return result
+
+
+@contextmanager
+def main_first() -> Iterator[None]:
+    """Run the block on rank 0 first, then on the other ranks (e.g. filling a data cache once).
+
+    If the block raises on rank 0, the other ranks raise a RuntimeError naming the error.
+    """
+    if not is_distributed():
+        yield
+        return
+    if is_main():
+        try:
+            yield
+        except Exception as e:
+            broadcast_object(f"{type(e).__name__}: {e}")
+            raise
+        broadcast_object(None)
+    else:
+        error = broadcast_object(None)
+        if error is not None:
+            raise RuntimeError(f"rank 0 failed ({error}).")
+        yield
+
+
+def shard_bounds(n: int, rank: int, world: int) -> tuple[int, int]:
+    """`[start, stop)` of rank `rank`'s contiguous share of `n` items split among `world`.
+
+    The shares differ by at most one item, the first `n % world` ranks taking one more, and
+    concatenated in rank order they are the `n` items in order.
+    """
+    base, extra = divmod(n, world)
+    start = rank * base + min(rank, extra)
+    return start, start + base + (rank < extra)
+
+
+# -- global lifetime sparsity -------------------------------------------------------------
+@contextmanager
+def global_lifetime(enabled: bool = True) -> Iterator[None]:
+    """Within the block, lifetime sparsity ranks over the global batch (True, the default)
+    or over each process's own shard (False: the per-process behaviour of the original code).
+    Matters only with a process group of more than one process."""
+    global _GLOBAL_LIFETIME
+    previous, _GLOBAL_LIFETIME = _GLOBAL_LIFETIME, bool(enabled)
+    try:
+        yield
+    finally:
+        _GLOBAL_LIFETIME = previous
+
+
+def lifetime_is_global() -> bool:
+    """Whether sparsity steps over the batch dim must rank over all processes now."""
+    return _GLOBAL_LIFETIME and is_distributed()
+
+
+def global_topk_mask(scores: torch.Tensor, k: int, dims: int | Sequence[int]) -> torch.Tensor:
+    """`topk_mask(scores, k, dims)` of the global batch: this rank's part of the mask.
+
+    scores: this rank's shard, the global batch split along dim 0, which `dims` must hold;
+    every rank calls this with the same `k`, `dims` and the same shape beyond dim 0. Marks
+    the entries among the `k` largest over `dims` of all ranks' shards concatenated in rank
+    order (`k` clipped to their count). Ties break towards the lower rank, then the first
+    index, so that exactly `min(k, count)` entries win over all ranks; for `k = 1` this is
+    the argmax of the concatenated batch. Returns a bool tensor shaped like `scores`.
+    """
+    if k < 1:
+        raise ValueError(f"k must be at least 1 (got {k}): it is the number of winners kept.")
+    ndim = scores.ndim
+    dims = (dims,) if isinstance(dims, int) else tuple(dims)
+    dims = tuple(sorted({d % ndim for d in dims}))
+    if 0 not in dims:
+        raise ValueError(f"dims {dims} must include the batch dim 0, which is split over ranks.")
+    if not is_distributed():
+        return topk_mask(scores, k, dims)
+    rest = [d for d in range(ndim) if d not in dims]
+    perm = [*dims, *rest]
+    moved = scores.detach().permute(perm)
+    m = moved.shape[: len(dims)].numel()
+    flat = moved.reshape(m, moved.shape[len(dims) :].numel()).float()  # (M, R)
+    mask = _global_argmax(flat) if k == 1 else _global_topk(flat, k)
+    inverse = torch.argsort(torch.tensor(perm)).tolist()
+    return mask.reshape(moved.shape).permute(inverse)
+
+
+def _global_argmax(flat: torch.Tensor) -> torch.Tensor:
+    """`(M, R)` local candidates -> `(M, R)` bool: one winner per column over all ranks."""
+    index = flat.argmax(dim=0, keepdim=True)  # (1, R): the first of any local ties
+    local_max = flat.gather(0, index)[0]
+    global_max = local_max.to(_comm_device(), copy=True)
+    dist.all_reduce(global_max, op=dist.ReduceOp.MAX)
+    global_max = global_max.to(flat.device)
+    me, world = rank(), world_size()
+    owner = torch.where(local_max == global_max, me, world).to(_comm_device())
+    dist.all_reduce(owner, op=dist.ReduceOp.MIN)  # the lowest rank holding the maximum
+    mine = (owner.to(flat.device) == me).unsqueeze(0)
+    return torch.zeros_like(flat, dtype=torch.bool).scatter_(0, index, mine)
+
+
+def _global_topk(flat: torch.Tensor, k: int) -> torch.Tensor:
+    """`(M, R)` local candidates -> `(M, R)` bool: the `k` largest per column over all ranks."""
+    m, r = flat.shape
+    count = int(all_reduce_sum([m])[0])
+    if k >= count:
+        return torch.ones_like(flat, dtype=torch.bool)
+    kk = min(k, m)
+    top = flat.topk(kk, dim=0).values  # (kk, R), largest first
+    if kk < k:
+        top = torch.cat([top, top.new_full((k - kk, r), -torch.inf)])
+    parts = [torch.empty(k, r, device=_comm_device()) for _ in range(world_size())]
+    dist.all_gather(parts, top.to(_comm_device()))
+    gathered = torch.stack(parts).to(flat.device)  # (W, k, R): every rank's top k
+    threshold = gathered.flatten(0, 1).topk(k, dim=0).values[-1]  # (R,): the k-th largest
+    greater = (gathered > threshold).sum(dim=(0, 1))  # all of them win
+    ties = (gathered == threshold).sum(dim=1)  # (W, R); truncated at k, which is enough
+    need = k - greater  # ties to keep, lowest ranks first
+    me = rank()
+    mine = (need - ties[:me].sum(dim=0)).clamp(min=0).minimum(ties[me])
+    equal = flat == threshold
+    return (flat > threshold) | (equal & (equal.cumsum(dim=0) <= mine))
+
+
+def _group_scores(x: torch.Tensor, groups: int, channel_dim: int) -> torch.Tensor:
+    """Squared L2 norms of the channel groups in fp32 (as `group_ksparse_chain` ranks them)."""
+    c = x.shape[channel_dim]
+    if groups < 1 or c % groups:
+        raise ValueError(f"groups={groups} must divide the {c} channels; choose a divisor of {c}.")
+    grouped = x.detach().unflatten(channel_dim, (groups, c // groups)).float()
+    return grouped.square().sum(dim=channel_dim + 1)
+
+
+def global_sparse_chain(
+    x: torch.Tensor,
+    steps: Steps,
+    sparsity: str = "plain",
+    groups: int = 1,
+    channel_dim: int = 2,
+) -> torch.Tensor:
+    """`ksparse_chain` ('plain') or `group_ksparse_chain` ('group') of the global batch.
+
+    x: this rank's shard `(n, ...)` of the global batch (split along dim 0). Steps whose dims
+    include dim 0 (lifetime: `(0, 1)`) rank over all ranks with `global_topk_mask`; the other
+    steps (spatial) are local. Returns this rank's part of the result, shaped like `x`; the
+    gradient flows through the local kept entries only.
+    """
+    if sparsity not in ("plain", "group"):
+        raise ValueError(f"unknown sparsity {sparsity!r}; use 'plain' or 'group'.")
+    channel_dim %= x.ndim
+    scores = x.detach() if sparsity == "plain" else _group_scores(x, groups, channel_dim)
+    keep = None
+    for k, dims in steps:
+        over_batch = 0 in [d % x.ndim for d in ((dims,) if isinstance(dims, int) else dims)]
+        mask = global_topk_mask(scores, k, dims) if over_batch else topk_mask(scores, k, dims)
+        keep = mask if keep is None else keep & mask
+        scores = scores * mask
+    if keep is None:
+        return x
+    if sparsity == "plain":
+        return x * keep
+    c = x.shape[channel_dim]
+    grouped = x.unflatten(channel_dim, (groups, c // groups))
+    return (grouped * keep.unsqueeze(channel_dim + 1)).flatten(channel_dim, channel_dim + 1)

@@ -1,0 +1,130 @@
+"""Process-wide runtime settings: the allocator, threads and the fast options per device.
+
+Call `configure(device, fast_cpu=...)` once at start-up, before the first big tensor, then
+`prepare_model(model, settings)` after building a model and `train.autocast(device,
+settings.autocast)` around forward passes (`fit` and `evaluate` take it as `use_autocast`).
+
+What each setting does and what it gave in `bench/train_step.py` (2-core CPU):
+- allocator (CPU, glibc only): malloc keeps freed memory instead of unmapping every big
+  block, so a step stops page-faulting its large tensors afresh (1.4-1.9x on mnistrotated).
+  The process keeps its peak memory; that is the price.
+- autocast: bf16 autocast; on by default on CUDA, on CPU only with `fast_cpu` (1.7-2.5x on
+  CPUs with AVX512-BF16). Losses are computed and reported in fp32 either way.
+- channels_last: the per-frame convolutions in NHWC layout, oneDNN's fastest (CPU; models
+  whose convolutions all run direct, e.g. mnistrotated's 3 x 3; FFT convolutions read NCHW).
+
+The model itself picks its exact fast paths (FFT convolutions, sparse decoder, fused
+recurrence: see `gksparse.layers`); they need no setting.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import ctypes.util
+import os
+import sys
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+
+from .layers import uses_fft
+
+# glibc's mallopt parameters (malloc.h)
+_M_TRIM_THRESHOLD, _M_MMAP_MAX = -1, -4
+_NEVER_TRIM = 2**31 - 1  # mallopt takes an int
+
+
+@dataclass(frozen=True)
+class Settings:
+    """What `configure` chose; pass it on to `prepare_model` and `train.autocast`."""
+
+    device: torch.device
+    autocast: bool  # bf16 autocast around forward passes
+    channels_last: bool  # convolutions in NHWC layout
+    allocator: bool  # glibc malloc keeps freed memory (CPU)
+    threads: int  # torch intra-op threads
+
+
+def _libc():
+    """glibc's handle, or None (another libc, another OS)."""
+    if not sys.platform.startswith("linux"):
+        return None
+    try:
+        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
+        libc.gnu_get_libc_version  # noqa: B018  (glibc only)
+        libc.mallopt.argtypes, libc.mallopt.restype = [ctypes.c_int, ctypes.c_int], ctypes.c_int
+        return libc
+    except (OSError, AttributeError):
+        return None
+
+
+def keep_freed_memory() -> bool:
+    """Tell glibc's malloc never to unmap or trim freed memory. False where not glibc.
+
+    Same as starting with `MALLOC_MMAP_MAX_=0 MALLOC_TRIM_THRESHOLD_=<large>`: big blocks
+    come from the heap and stay there when freed, so the next step reuses already mapped
+    pages instead of page-faulting fresh ones. Call it before the first big tensor; blocks
+    mapped before the call keep their old behaviour.
+    """
+    libc = _libc()
+    if libc is None:
+        return False
+    return bool(libc.mallopt(_M_MMAP_MAX, 0)) and bool(libc.mallopt(_M_TRIM_THRESHOLD, _NEVER_TRIM))
+
+
+def configure(
+    device: str | torch.device | None = None,
+    fast_cpu: bool = False,
+    *,
+    autocast: bool | None = None,
+    threads: int | None = None,
+    allocator: bool = True,
+) -> Settings:
+    """Apply the process-wide settings for `device` and return them.
+
+    device:   None: CUDA when available, else the CPU.
+    fast_cpu: on the CPU, also use bf16 autocast (fp32 results differ within bf16 rounding).
+    autocast: force bf16 autocast on or off; None: on for CUDA, on CPU only with `fast_cpu`.
+    threads:  torch intra-op threads; None: leave torch's default (one per core).
+    allocator: on the CPU, `keep_freed_memory()` (False: leave glibc's malloc as it is).
+    """
+    if device is None:
+        device = "cuda" if torch.cuda.is_available() else "cpu"
+    device = torch.device(device)
+    cpu = device.type == "cpu"
+    if threads is not None:
+        torch.set_num_threads(threads)
+    if device.type == "cuda":
+        torch.backends.cudnn.benchmark = True
+    allocator = keep_freed_memory() if cpu and allocator else False
+    if autocast is None:
+        autocast = device.type == "cuda" or (cpu and fast_cpu)
+    return Settings(
+        device=device,
+        autocast=bool(autocast),
+        channels_last=cpu,
+        allocator=allocator,
+        threads=torch.get_num_threads(),
+    )
+
+
+def prepare_model(model: nn.Module, settings: Settings) -> nn.Module:
+    """Move `model` to the settings' device and memory layout (in place); returns it.
+
+    Channels-last when the settings ask for it and no convolution of the model runs by FFT
+    (those read NCHW frames); the parameters' values and the checkpoints are unchanged.
+    """
+    model.to(settings.device)
+    if settings.channels_last and not uses_fft(model, settings.device):
+        model.to(memory_format=torch.channels_last)
+    return model
+
+
+def describe(settings: Settings) -> str:
+    """One line for logs."""
+    return (
+        f"device={settings.device} autocast={settings.autocast} "
+        f"channels_last={settings.channels_last} allocator={settings.allocator} "
+        f"threads={settings.threads} pid={os.getpid()}"
+    )
