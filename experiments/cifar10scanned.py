@@ -16,7 +16,13 @@ ex = make_experiment(
         "epochs": 50,
         "num_labeled": [300, 600, 1000, 2000, 5000, 10000, 45000],
     },
-    small={"train_size": 1500, "test_size": 500, "epochs": 2, "num_labeled": [300]},
+    small={
+        "train_size": 1500,
+        "test_size": 500,
+        "epochs": 2,
+        "classifier_epochs": 20,
+        "num_labeled": [300],
+    },
     smoke={
         "train_size": 240,
         "test_size": 60,

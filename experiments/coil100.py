@@ -13,7 +13,13 @@ ex = make_experiment(
         "epochs": 200,
         "num_labeled": [2, 4, 8, 16, 32],  # training frames per object
     },
-    small={"epochs": 3, "num_labeled": [4, 16], "filters": 64, "groups": 16},
+    small={
+        "epochs": 3,
+        "classifier_epochs": 20,
+        "num_labeled": [4, 16],
+        "filters": 64,
+        "groups": 16,
+    },
     smoke={"epochs": 1, "num_labeled": [4], "pictures": 2, "filters": 16, "groups": 4},
 )
 

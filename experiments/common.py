@@ -43,6 +43,7 @@ BASE: dict[str, Any] = {
     "train_size": None,  # a deterministic subset of the training videos
     "test_size": None,
     "zca_epsilon": 1e-3,
+    "classifier_epochs": None,  # most epochs of each classifier stage; None: epochs
     "patience": 5,
     "lr": 1e-4,
     "finetune_lr": 1e-5,

@@ -15,7 +15,13 @@ ex = make_experiment(
         "epochs": 300,
         "num_labeled": [2, 4, 8, 16, 32],  # COIL-100 training frames per object
     },
-    small={"epochs": 3, "num_labeled": [4, 16], "filters": 64, "groups": 16},
+    small={
+        "epochs": 3,
+        "classifier_epochs": 20,
+        "num_labeled": [4, 16],
+        "filters": 64,
+        "groups": 16,
+    },
     smoke={"epochs": 1, "num_labeled": [4], "pictures": 2, "filters": 16, "groups": 4},
 )
 

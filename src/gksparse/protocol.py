@@ -75,6 +75,7 @@ class ProtocolConfig:
     spatial: bool = True  # False: the 'nospatial' ablation (k_spatial = H*W)
     lifetime: bool = True  # False: the 'nolifetime' ablation (k_lifetime = batch*T)
     epochs: int = 50
+    classifier_epochs: int | None = None  # most epochs of each classifier stage; None: epochs
     patience: int = 5
     lr: float = 1e-4
     finetune_lr: float = 1e-5
@@ -344,7 +345,7 @@ class Protocol:
                 name,
                 model.trainable(name),
                 weighted,
-                epochs=c.epochs,
+                epochs=c.classifier_epochs or c.epochs,
                 batch_size=c.batch_size,
                 optimizer="adam" if name == "stacked" else "sgd",
                 lr=c.lr if name == "stacked" else c.finetune_lr,
