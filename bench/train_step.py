@@ -28,7 +28,7 @@ frozen encoder, without the protocol's feature cache; Adam) and end-to-end (enco
 head, SGD with momentum, clipped for the CRNN). The last line is
 `worst a/b: X.XX  min c/a: Y.YY`, with a = a fp32 for a/b and a = a fast for c/a.
 
-    python bench/train_step.py            # everything, about 12 minutes on 2 cores
+    python bench/train_step.py            # everything, about 10 minutes on 2 quiet cores
     python bench/train_step.py --quick    # mnistrotated CNN only, a first look
     python bench/train_step.py --levers   # each lever of `a fast` turned off in turn
 """

@@ -4,17 +4,21 @@ Call `configure(device, fast_cpu=...)` once at start-up, before the first big te
 `prepare_model(model, settings)` after building a model and `train.autocast(device,
 settings.autocast)` around forward passes (`fit` and `evaluate` take it as `use_autocast`).
 
-What each setting does and what it gave in `bench/train_step.py` (2-core CPU):
+What each setting does and what it gave on the fast step (`bench/train_step.py --levers`,
+2-core AVX512-BF16 CPU; noisy machine, ranges over runs):
 - allocator (CPU, glibc only): malloc keeps freed memory instead of unmapping every big
-  block, so a step stops page-faulting its large tensors afresh (1.4-1.9x on mnistrotated).
-  The process keeps its peak memory; that is the price.
-- autocast: bf16 autocast; on by default on CUDA, on CPU only with `fast_cpu` (1.7-2.5x on
-  CPUs with AVX512-BF16). Losses are computed and reported in fp32 either way.
-- channels_last: the per-frame convolutions in NHWC layout, oneDNN's fastest (CPU; models
-  whose convolutions all run direct, e.g. mnistrotated's 3 x 3; FFT convolutions read NCHW).
+  block, so a step stops page-faulting its large tensors afresh: 1.2x on mnistrotated,
+  ~3x on cifar10scanned / coil100 (the FFT convolutions' spectra are large). The process
+  keeps its peak memory; that is the price.
+- autocast: bf16 autocast; on by default on CUDA, on CPU only with `fast_cpu` (1.7-2.4x).
+  Losses are computed and reported in fp32 either way; first gradients differ from fp32
+  by a few percent of their largest entry, as with plain autocast.
+- channels_last: the per-frame convolutions in NHWC layout, oneDNN's fastest, for models
+  whose convolutions all run direct (mnistrotated's 3 x 3: 1.1-1.16x); FFT convolutions
+  read NCHW frames, so such models stay NCHW.
 
-The model itself picks its exact fast paths (FFT convolutions, sparse decoder, fused
-recurrence: see `gksparse.layers`); they need no setting.
+The model itself picks its exact fast paths (FFT convolutions, sparse decoder, sparse
+last-layer backward, fused recurrence: see `gksparse.layers`); they need no setting.
 """
 
 from __future__ import annotations
