@@ -114,22 +114,14 @@ def grad_difference(a: list[torch.Tensor], b: list[torch.Tensor]) -> float:
     return max(float((x - y).abs().max() / y.abs().max()) for x, y in zip(a, b, strict=True))
 
 
-def project_step(
-    model: VideoModel, batch: dict, use_autocast: bool, first: list | None = None
+def stage_step(
+    model: VideoModel, stage: Stage, batch: dict, use_autocast: bool, first: list | None = None
 ) -> Callable[[], float]:
-    """The pretraining step of `train.fit`: loss under autocast, backward, clip, Adam.
+    """One training step of `stage` as `train.fit` runs it: only `stage.params` train; the
+    loss under autocast, backward, per-tensor clip, optimizer step.
 
     first: filled with the gradients of `probed(model)` of the first call.
     """
-    recurrent = model.method.recurrent
-    stage = Stage(
-        "pretrain",
-        model.trainable("pretrain"),
-        pretrain_loss,
-        epochs=1,
-        batch_size=len(batch["video"]),
-        clipnorm=1.0 if recurrent else None,
-    )
     trainable = {id(p) for p in stage.params}
     for p in model.parameters():
         p.requires_grad_(id(p) in trainable)
@@ -150,6 +142,25 @@ def project_step(
         return value
 
     return step
+
+
+def project_step(
+    model: VideoModel, batch: dict, use_autocast: bool, first: list | None = None
+) -> Callable[[], float]:
+    """The pretraining step of `train.fit`: loss under autocast, backward, clip, Adam.
+
+    first: filled with the gradients of `probed(model)` of the first call.
+    """
+    recurrent = model.method.recurrent
+    stage = Stage(
+        "pretrain",
+        model.trainable("pretrain"),
+        pretrain_loss,
+        epochs=1,
+        batch_size=len(batch["video"]),
+        clipnorm=1.0 if recurrent else None,
+    )
+    return stage_step(model, stage, batch, use_autocast, first)
 
 
 # -- (b) the convolutions alone -----------------------------------------------------------
@@ -333,24 +344,7 @@ def classifier_step(
         lr=1e-4 if stacked else 1e-5,
         clipnorm=None if stacked or not model.method.recurrent else 1.0,
     )
-    trainable = {id(p) for p in stage.params}
-    for p in model.parameters():
-        p.requires_grad_(id(p) in trainable)
-    optimizer = stage.make_optimizer()
-    model.train()
-
-    def step() -> float:
-        with autocast(CPU, use_autocast):
-            loss = stage.loss(model, batch)
-        value = float(loss.detach())
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        if stage.clipnorm is not None:
-            clip_each_(stage.params, stage.clipnorm)
-        optimizer.step()
-        return value
-
-    return step
+    return stage_step(model, stage, batch, use_autocast)
 
 
 # -- timing -------------------------------------------------------------------------------

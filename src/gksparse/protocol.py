@@ -44,6 +44,7 @@ from .train import (
     Stage,
     autocast,
     balanced_class_weights,
+    batches,
     default_device,
     evaluate,
     fit,
@@ -137,8 +138,6 @@ def encode_features(
     model: VideoModel, data: Videos, batch_size: int, device: torch.device, use_autocast: bool
 ) -> Videos:
     """The head's inputs for every video: `Videos` of `(N, T, D, 1, 1)` float32 features."""
-    from .train import batches
-
     model.eval()
     out = []
     for batch in batches(data, batch_size, device):
