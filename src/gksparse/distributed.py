@@ -69,9 +69,22 @@ def setup(device: str | torch.device | None = None, timeout_s: float = 1800.0) -
 
 
 def cleanup() -> None:
-    """Leave the process group (if this process joined one)."""
-    if dist.is_available() and dist.is_initialized():
-        dist.destroy_process_group()
+    """Leave the process group (if this process joined one).
+
+    Waits (at most a minute) for the other ranks first: gloo aborts a process that tears
+    its group down while a peer still talks to it ("terminate called without an active
+    exception"). A rank that failed is not waited for longer than that.
+    """
+    if not (dist.is_available() and dist.is_initialized()):
+        return
+    try:
+        if dist.get_backend() == "gloo":
+            dist.monitored_barrier(timeout=timedelta(seconds=60))
+        else:
+            dist.barrier()
+    except RuntimeError:
+        pass  # a peer is gone: nothing left to wait for
+    dist.destroy_process_group()
 
 
 def _is_cuda(device: str | torch.device | None) -> bool:
