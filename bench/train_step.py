@@ -7,18 +7,20 @@ uniform [0, 1) videos, all in this one process (so all cases share the allocator
 
   a fp32  the project's full pretraining step (`VideoModel.pretrain_loss`, backward,
           `train.clip_each_` for the CRNN, Adam from `train.Stage`) with the settings of
-          `gksparse.runtime.configure("cpu")` and `runtime.prepare_model`, autocast off;
-  a fast  the same with the project's fastest CPU settings (`fast_cpu=True`: bf16 autocast);
+          `gksparse.runtime.configure(device)` and `runtime.prepare_model`, autocast off;
+  a fast  the same with the project's fastest settings (bf16 autocast: `fast_cpu=True` on
+          the CPU, the default on CUDA);
   b conv  a lower bound: the encoder's convolutions alone (and the recurrent layer's input
           and state convolutions for the CRNN), forward and backward, fp32: the smaller of
-          `b direct` (oneDNN, NHWC) and `b project` (the project's own convolution paths:
-          FFT for the 5 x 5 layers, the state convolution as the fused recurrence runs it);
+          `b direct` (oneDNN, NHWC; cuDNN on CUDA) and `b project` (the project's own
+          convolution paths: on the CPU FFT for the 5 x 5 layers, the state convolution as
+          the fused recurrence runs it);
   c naive a reference step written in this file: dense transposed-convolution decoder,
           `torch.topk` + scatter masks, the recurrence frame by frame as the formulas read,
           fp32, NCHW, Adam (per-tensor clip_grad_norm_ for the CRNN).
 
 Cases alternate within every round, so drifting load hits them alike; each time is the
-median over the rounds after one warm-up round. `check` compares the first gradients of
+median over the rounds after two warm-up rounds. `check` compares the first gradients of
 `a fp32` and `c`, which start from the same weights and batch (first and last encoder
 convolution, U, decoder; largest difference relative to the largest entry): both compute
 the same thing. `fast-32` compares `a fast` (bf16) with `a fp32` the same way.
@@ -28,9 +30,10 @@ frozen encoder, without the protocol's feature cache; Adam) and end-to-end (enco
 head, SGD with momentum, clipped for the CRNN). The last line is
 `worst a/b: X.XX  min c/a: Y.YY`, with a = a fp32 for a/b and a = a fast for c/a.
 
-    python bench/train_step.py            # everything, about 10 minutes on 2 quiet cores
+    python bench/train_step.py            # everything, about 12 minutes on 2 quiet cores
     python bench/train_step.py --quick    # mnistrotated CNN only, a first look
     python bench/train_step.py --levers   # each lever of `a fast` turned off in turn
+    python bench/train_step.py --device cuda   # the same on a GPU (times after a sync)
 """
 
 from __future__ import annotations
@@ -38,6 +41,7 @@ from __future__ import annotations
 import argparse
 import copy
 import functools
+import gc
 import statistics
 import subprocess
 import sys
@@ -51,12 +55,14 @@ from torch import nn
 
 import gksparse.models as gk_models
 from gksparse import runtime
-from gksparse.layers import ConvMinimalRNN2d, FrameConv2d, _StateConv, conv2d_same, fft_pays
+from gksparse.fftconv import conv2d_same, use_fft
+from gksparse.layers import FrameConv2d
 from gksparse.models import ModelConfig, VideoModel, build_model
+from gksparse.recurrence import ConvMinimalRNN2d, _StateConv
 from gksparse.sparsity import group_ksparse_chain
 from gksparse.train import ClassificationLoss, Stage, autocast, clip_each_, pretrain_loss
 
-CPU = torch.device("cpu")
+DEVICE = torch.device("cpu")  # `--device`
 
 
 @dataclass(frozen=True)
@@ -72,7 +78,7 @@ class Config:
     dec_kernel: int
     groups: int
     classes: int
-    repeats: int  # timed rounds after the warm-up round (fewer for the big ones)
+    repeats: int  # timed rounds after the warm-up rounds (fewer for the big ones)
 
 
 CONFIGS = (
@@ -129,7 +135,7 @@ def stage_step(
     model.train()
 
     def step() -> float:
-        with autocast(CPU, use_autocast):
+        with autocast(DEVICE, use_autocast):
             loss = stage.loss(model, batch)
         value = float(loss.detach())
         optimizer.zero_grad(set_to_none=True)
@@ -169,7 +175,7 @@ def conv_lower_bound(model: VideoModel, x: torch.Tensor, impl: str) -> Callable[
 
     impl 'direct': oneDNN's convolutions in the NHWC layout (its fastest here).
     impl 'project': the project's own convolution paths in the model's layout
-    (`layers.conv2d_same`: FFT where that pays; the recurrent layer's state convolution per
+    (`fftconv.conv2d_same`: FFT where that pays; the recurrent layer's state convolution per
     step as `_MinimalRNN` runs it, its kernel gradient once over all steps).
     """
     enc = copy.deepcopy(model.encoder)
@@ -188,7 +194,8 @@ def conv_lower_bound(model: VideoModel, x: torch.Tensor, impl: str) -> Callable[
     def grad_like(i: int, y: torch.Tensor) -> torch.Tensor:
         if i not in grads:
             g = torch.Generator().manual_seed(i)
-            grads[i] = torch.randn(y.shape, generator=g).contiguous(memory_format=fmt)
+            grad = torch.randn(y.shape, generator=g).to(DEVICE)
+            grads[i] = grad.contiguous(memory_format=fmt)
         return grads[i]
 
     def conv(h: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None) -> torch.Tensor:
@@ -213,8 +220,9 @@ def conv_lower_bound(model: VideoModel, x: torch.Tensor, impl: str) -> Callable[
             torch.autograd.backward(outs, [grad_like(i, y) for i, y in enumerate(outs)])
             return 0.0
         # as _MinimalRNN runs it: per step forward and input gradient, one kernel gradient
-        c, k, hw = rnn.channels, rnn.kernel_size, tuple(x.shape[-2:])
-        state_conv = _StateConv(rnn.recurrent_weight, torch.float32, fft_pays(c, c, k), hw)
+        hw = tuple(x.shape[-2:])
+        fft = use_fft("auto", rnn.recurrent_weight, DEVICE)
+        state_conv = _StateConv(rnn.recurrent_weight, torch.float32, fft, hw, t - 1)
         state_conv.record = True
         outs = [state_conv(s) for s in states.detach().unbind(1)]
         g = grad_like(1, outs[0])
@@ -309,7 +317,7 @@ def naive_step(
     model: VideoModel, c: Config, x: torch.Tensor, first: list | None = None
 ) -> Callable[[], float]:
     recurrent = model.method.recurrent
-    naive = NaiveModel(c, recurrent).load_from(model)
+    naive = NaiveModel(c, recurrent).to(DEVICE).load_from(model)
     params = list(naive.parameters())
     optimizer = torch.optim.Adam(params, lr=1e-4)
 
@@ -348,20 +356,28 @@ def classifier_step(
 
 
 # -- timing -------------------------------------------------------------------------------
+# Untimed rounds first: the process's heap grows over the first two or three steps of a
+# big configuration (coil100's fp32 step page-faulted ~5 GB in its second step, none later).
+WARMUP = 2
+
+
 def run_rounds(
     cases: dict[str, Callable[[], float]], repeats: int
 ) -> tuple[dict[str, float], dict[str, float]]:
-    """(median seconds per case over `repeats` rounds after a warm-up, first loss per case)."""
+    """(median seconds per case over `repeats` rounds after `WARMUP` rounds, first loss per
+    case)."""
     times: dict[str, list[float]] = {name: [] for name in cases}
     first: dict[str, float] = {}
-    for r in range(repeats + 1):
+    for r in range(WARMUP + repeats):
         for name, step in cases.items():
             start = time.perf_counter()
             value = step()
+            if DEVICE.type == "cuda":  # the step's kernels may still be running
+                torch.cuda.synchronize(DEVICE)
             elapsed = time.perf_counter() - start
             if r == 0:
                 first[name] = value
-            else:
+            if r >= WARMUP:
                 times[name].append(elapsed)
     return {k: statistics.median(v) for k, v in times.items()}, first
 
@@ -373,8 +389,8 @@ def make_model(c: Config, method: str, settings: runtime.Settings) -> VideoModel
 
 def synthetic_batch(c: Config) -> dict:
     g = torch.Generator().manual_seed(1)
-    video = torch.rand(c.n, c.t, c.c, c.h, c.w, generator=g)
-    label = torch.randint(0, c.classes, (c.n,), generator=g)
+    video = torch.rand(c.n, c.t, c.c, c.h, c.w, generator=g).to(DEVICE)
+    label = torch.randint(0, c.classes, (c.n,), generator=g).to(DEVICE)
     return {"video": video, "mask": None, "label": label}
 
 
@@ -501,6 +517,8 @@ def bench_levers(c: Config, method: str, settings: runtime.Settings, repeats: in
     print(f"levers on {c.name} {method} (median of {repeats}; ratio = variant / all on)")
     for name, t in times.items():
         print(f"  {name:<22}{t:>8.3f}s{t / times['fast']:>7.2f}x", flush=True)
+    if DEVICE.type != "cpu":
+        return
     # The allocator is process-wide and cannot be undone in place: time the fast step in
     # two fresh processes, with and without it, one after the other.
     fresh = {
@@ -529,9 +547,18 @@ def bench_fast_only(c: Config, method: str, settings: runtime.Settings, repeats:
     print(f"FAST {times['fast']:.6f}")
 
 
+def free_memory() -> None:
+    """Between cases of different shapes: give the heap they left back to the system. With
+    the allocator setting the process would otherwise keep every case's blocks, fragmented,
+    and grow past any one case's peak (it once ran out of 24 GB on coil100)."""
+    gc.collect()
+    runtime.release_freed_memory()
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--quick", action="store_true", help="mnistrotated CNN only")
+    parser.add_argument("--device", default="cpu", help="cpu (default), cuda or cuda:N")
     parser.add_argument("--levers", action="store_true", help="ablate the levers instead")
     parser.add_argument("--configs", nargs="*", help="subset of config names")
     parser.add_argument("--methods", nargs="*", default=list(METHODS), help="methods to run")
@@ -540,7 +567,9 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--default-malloc", action="store_true", help="leave glibc's malloc")
     parser.add_argument("--fast-only", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
-    settings = runtime.configure("cpu", fast_cpu=True, allocator=not args.default_malloc)
+    global DEVICE
+    DEVICE = torch.device(args.device)
+    settings = runtime.configure(DEVICE, fast_cpu=True, allocator=not args.default_malloc)
     configs = [c for c in CONFIGS if not args.configs or c.name in args.configs]
     methods = args.methods
     if args.quick:
@@ -562,12 +591,14 @@ def main(argv: list[str] | None = None) -> None:
         for method in methods:
             rows.append(bench_pretrain(c, method, settings, args.repeats or c.repeats))
             print_pretrain(rows[-1])
+            free_memory()
     if not args.no_classifier:
         print(CLS_HEADER)
         for c in configs:
             for method in methods:
                 reps = max(1, (args.repeats or c.repeats) - 1)
                 print_classifier(bench_classifier(c, method, settings, reps))
+                free_memory()
     print(f"total {time.perf_counter() - start:.0f} s")
     worst = max(r["a32"] / r["b"] for r in rows)
     least = min(r["c"] / r["afast"] for r in rows)

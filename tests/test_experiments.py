@@ -189,3 +189,30 @@ def test_unwritable_results_folder(env, tmp_path):
     blocked.write_text("not a folder")
     p = run("mnistrotated", "groupwtacnn", f"results_dir={blocked / 'sub'}", env=env)
     assert p.returncode != 0 and "cannot write run records" in p.stderr
+
+
+def test_protocol_time_projects_one_epoch_of_every_stage(env, tmp_path):
+    """bench/protocol_time.py on the smoke config: every stage measured and projected to
+    the config's epochs; nothing is written to results/."""
+    args = ["mnistrotated", "groupwtacnn", "smoke", "epochs=4", f"data_dir={SHARED}"]
+    p = subprocess.run(
+        [sys.executable, str(REPO / "bench" / "protocol_time.py"), *args],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=900,
+        cwd=tmp_path,
+    )
+    assert p.returncode == 0, p.stderr[-3000:]
+    lines = p.stdout.splitlines()
+    rows = {" ".join(line.split()[:-6]): line.split()[-6:] for line in lines[2:-1]}
+    assert list(rows) == ["pretrain", "n=200 stacked", "n=200 finetune"]
+    videos, epoch, rate, epochs, projected, unit = rows["pretrain"]
+    assert (int(videos), int(epochs), unit) == (240, 4, "m")
+    assert float(rate) == pytest.approx(240 / float(epoch[:-1]), rel=0.02, abs=1)
+    # an epoch measured once, projected 4 times (plus the final evaluations)
+    assert float(projected) * 60 >= 4 * float(epoch[:-1]) - 0.1
+    total = sum(float(r[4]) for r in rows.values())
+    assert lines[-1].startswith("projected protocol: ")
+    assert float(lines[-1].split()[2]) == pytest.approx(total, abs=0.2)
+    assert not (tmp_path / "results").exists()

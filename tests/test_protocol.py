@@ -85,6 +85,17 @@ def test_result_structure_and_files(tiny, tmp_path):
         "n60.stacked.val_loss",
         "n60.finetune.test_accuracy",
     } <= names
+    seconds = {name: value for name, value, _ in logged if name.endswith("seconds")}
+    assert set(seconds) == {
+        "pretrain.seconds",  # the last epoch's
+        "pretrain.evaluate_seconds",
+        "n60.stacked.features_seconds",
+        "n60.stacked.seconds",
+        "n60.stacked.evaluate_seconds",
+        "n60.finetune.seconds",
+        "n60.finetune.evaluate_seconds",
+    }
+    assert all(value > 0 for value in seconds.values())
 
 
 def test_method_without_pretraining_saves_its_initial_weights(tiny, tmp_path):

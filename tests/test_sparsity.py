@@ -9,8 +9,17 @@ import math
 import numpy as np
 import pytest
 import torch
+from tensors import gen, grads_of
 
-from gksparse.sparsity import EPS, group_ksparse, group_norms, ksparse, topk_mask
+from gksparse.sparsity import (
+    EPS,
+    group_ksparse,
+    group_ksparse_chain,
+    group_norms,
+    ksparse,
+    ksparse_chain,
+    topk_mask,
+)
 
 
 # -- the definitions, written as plainly as possible -------------------------------------
@@ -322,3 +331,72 @@ def test_out_of_range_channel_dim_is_an_error(channel_dim):
         group_ksparse(x, 2, 1, 0, channel_dim)
     with pytest.raises((ValueError, IndexError)):
         group_norms(x, 2, channel_dim)
+
+
+# -- fused masks ------------------------------------------------------------------------------
+STEPS = (((1, (3, 4)), (1, (0, 1))), ((2, (3, 4)), (3, (0, 1))), ((25, (3, 4)), (1, (0, 1))))
+
+
+def relu_code(seed: int = 0) -> torch.Tensor:
+    x = torch.relu(torch.randn(3, 4, 8, 5, 5, generator=gen(seed)) - 0.3)
+    x[0, 0] = 0.0  # an all-zero frame: zero ties everywhere
+    x[1, :, :, 2, 2] = 0.7  # exact nonzero ties across frames (a constant background)
+    return x
+
+
+@pytest.mark.parametrize("steps", STEPS)
+@pytest.mark.parametrize("fast", [True, False])
+def test_ksparse_chain_equals_composed_ksparse(steps, fast):
+    x = relu_code()
+    up = torch.randn(x.shape, generator=gen(1))
+
+    def composed(t):
+        for k, dims in steps:
+            t = ksparse(t, k, dims, fast=fast)
+        return t
+
+    out_c, (g_c,) = grads_of(composed, x, upstream=up)
+    out_f, (g_f,) = grads_of(lambda t: ksparse_chain(t, steps, fast=fast), x, upstream=up)
+    assert torch.equal(out_f, out_c)
+    assert torch.equal(g_f, g_c)
+
+
+@pytest.mark.parametrize("steps", STEPS)
+@pytest.mark.parametrize("fast", [True, False])
+@pytest.mark.parametrize("nhwc", [False, True])
+def test_group_ksparse_chain_equals_composed_group_ksparse(steps, fast, nhwc):
+    x = relu_code(seed=2)
+    if nhwc:  # frames in channels-last layout, as the encoder gives them on CPU
+        x = x.flatten(0, 1).contiguous(memory_format=torch.channels_last).unflatten(0, (3, 4))
+    up = torch.randn(x.shape, generator=gen(3))
+
+    def composed(t):
+        for k, dims in steps:
+            t = group_ksparse(t, 4, k, dims, 2, fast=fast)
+        return t
+
+    out_c, (g_c,) = grads_of(composed, x, upstream=up)
+    out_f, (g_f,) = grads_of(
+        lambda t: group_ksparse_chain(t, 4, steps, 2, fast=fast), x, upstream=up
+    )
+    assert torch.equal(out_f, out_c)
+    assert torch.equal(g_f, g_c)
+
+
+def test_group_ksparse_chain_on_bf16_ranks_in_fp32():
+    x = relu_code(seed=4)
+    steps = ((1, (3, 4)), (1, (0, 1)))
+    want = group_ksparse_chain(x.bfloat16().float(), 4, steps, 2)
+    got = group_ksparse_chain(x.bfloat16(), 4, steps, 2)
+    assert got.dtype == torch.bfloat16
+    assert torch.equal(got.float(), want)
+
+
+def test_chains_check_their_arguments():
+    x = relu_code()
+    with pytest.raises(ValueError, match="channel dim"):
+        group_ksparse_chain(x, 4, ((1, (2, 3)),), 2)
+    with pytest.raises(ValueError, match="divide"):
+        group_ksparse_chain(x, 3, ((1, (3, 4)),), 2)
+    with pytest.raises(ValueError, match="k must"):
+        ksparse_chain(x, ((0, (3, 4)),))

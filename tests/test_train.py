@@ -242,7 +242,8 @@ def test_fit_pretraining_lowers_the_loss_on_padded_videos():
     loss0 = evaluate(model, data, pretrain_loss, 3, CPU)["loss"]
     history = fit(model, stage, data, data, progress=False)
     assert history[-1]["val_loss"] < loss0
-    assert set(history[0]) == {"epoch", "loss", "val_loss"}
+    assert set(history[0]) == {"epoch", "loss", "val_loss", "seconds"}
+    assert all(r["seconds"] > 0 for r in history)
 
 
 # -- masked losses ---------------------------------------------------------------------------

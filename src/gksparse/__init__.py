@@ -2,8 +2,8 @@
 
 from .checkpoint import load_checkpoint, save_checkpoint
 from .encoder import TrainedEncoder, load_encoder
-from .layers import ConvMinimalRNN2d
 from .models import METHODS, Method, ModelConfig, VideoModel, build_model
+from .recurrence import ConvMinimalRNN2d
 from .sparsity import group_ksparse, group_norms, ksparse
 
 __all__ = [

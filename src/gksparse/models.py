@@ -15,7 +15,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from . import distributed
-from .layers import ConvMinimalRNN2d, FrameConv2d, FrameConvTranspose2d, frames, videos
+from .layers import FrameConv2d, FrameConvTranspose2d, frames, videos
+from .recurrence import ConvMinimalRNN2d
 from .sparsity import group_ksparse_chain, group_norms, ksparse_chain
 
 Stage = Literal["pretrain", "stacked", "finetune"]

@@ -24,6 +24,7 @@ import json
 import logging
 import os
 import tempfile
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, field, fields
 from pathlib import Path
@@ -280,11 +281,12 @@ class Protocol:
                 use_autocast=self.use_autocast,
                 generator=torch.Generator().manual_seed(_seed(c.seed, 1)),
                 progress=self.progress,
-                on_epoch=lambda e, r: self.log_fn("pretrain.loss", r["loss"], e),
+                on_epoch=lambda e, r: self._log_history("pretrain", [r]),
                 resume=resume,
                 save_state=lambda s: atomic_save(s, state_path),
             )
             ev = dict(batch_size=c.batch_size, device=self.device, use_autocast=self.use_autocast)
+            started = time.perf_counter()
             summary.update(
                 epochs=len(history),
                 history=[r["loss"] for r in history],
@@ -293,6 +295,7 @@ class Protocol:
             )
             self.log_fn("pretrain.train_loss", summary["train_loss"], len(history))
             self.log_fn("pretrain.test_loss", summary["test_loss"], len(history))
+            self.log_fn("pretrain.evaluate_seconds", time.perf_counter() - started, len(history))
             self.save_pictures(model, pre)
         if self.main:
             save_checkpoint(path, model, **zca_to_extra(pre.zca))
@@ -363,14 +366,17 @@ class Protocol:
                 progress=self.progress,
             )
             if name == "stacked" and self.can_cache_features(train, val, model):
+                started = time.perf_counter()
                 ftrain, fval = (
                     encode_features(model, s, c.eval_batch_size, self.device, self.use_autocast)
                     for s in (train, val)
                 )
+                self.log_fn(f"n{n}.{name}.features_seconds", time.perf_counter() - started, 0)
                 history = fit(FeatureHead(model), stage, ftrain, fval, **kw)
             else:
                 history = fit(model, stage, train, val, **kw)
             self._log_history(f"n{n}.{name}", history)
+            started = time.perf_counter()
             out[name] = {
                 "epochs": len(history),
                 **{
@@ -381,6 +387,8 @@ class Protocol:
             for split in ("train", "val", "test"):
                 for key, value in out[name][split].items():
                     self.log_fn(f"n{n}.{name}.{split}_{key}", value, len(history))
+            seconds = time.perf_counter() - started
+            self.log_fn(f"n{n}.{name}.evaluate_seconds", seconds, len(history))
             if self.main:
                 save_checkpoint(path, model, n=n, stage=name)
         return out

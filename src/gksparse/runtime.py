@@ -18,7 +18,8 @@ What each setting does and what it gave on the fast step (`bench/train_step.py -
   read NCHW frames, so such models stay NCHW.
 
 The model itself picks its exact fast paths (FFT convolutions, sparse decoder, sparse
-last-layer backward, fused recurrence: see `gksparse.layers`); they need no setting.
+last-layer backward, fused recurrence: see `gksparse.layers`, `fftconv`, `sparseconv`,
+`recurrence`); they need no setting.
 """
 
 from __future__ import annotations
@@ -75,6 +76,21 @@ def keep_freed_memory() -> bool:
     if libc is None:
         return False
     return bool(libc.mallopt(_M_MMAP_MAX, 0)) and bool(libc.mallopt(_M_TRIM_THRESHOLD, _NEVER_TRIM))
+
+
+def release_freed_memory() -> bool:
+    """Hand the memory that glibc's malloc holds free back to the system (`malloc_trim`).
+
+    `keep_freed_memory` makes a process keep its peak; between workloads of different
+    shapes (e.g. the benchmark's configurations) the kept blocks fragment and the process
+    grows beyond any one workload's peak. Call this between them. False where not glibc.
+    """
+    libc = _libc()
+    if libc is None:
+        return False
+    libc.malloc_trim.argtypes, libc.malloc_trim.restype = [ctypes.c_size_t], ctypes.c_int
+    libc.malloc_trim(0)
+    return True
 
 
 def configure(

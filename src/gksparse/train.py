@@ -15,6 +15,7 @@ the results. Dropout draws different noise on every rank (not the single process
 from __future__ import annotations
 
 import math
+import time
 from collections.abc import Callable, Iterator
 from contextlib import nullcontext
 from dataclasses import dataclass
@@ -271,7 +272,9 @@ def fit(
     resume: dict | None = None,
     save_state: Callable[[dict], None] | None = None,
 ) -> list[dict[str, float]]:
-    """Train `stage.params` of `model` on `train`; return one dict of losses per epoch.
+    """Train `stage.params` of `model` on `train`; return one record per epoch: `epoch`,
+    `loss` (mean training loss), `val_loss` (with `val`) and `seconds` (the epoch's wall
+    time, validation included).
 
     With `stage.patience` and `val`, stops when the validation loss has not improved for
     `patience` epochs and restores the trained parameters of the best epoch. Raises
@@ -336,6 +339,7 @@ def fit(
                 break
             model.train()
             running, seen = 0.0, 0
+            started = time.perf_counter()
             bar = tqdm(
                 batches(
                     train,
@@ -382,6 +386,7 @@ def fit(
                     device,
                     use_autocast=use_autocast,
                 )["loss"]
+            record["seconds"] = time.perf_counter() - started
             history.append(record)
             if stage.patience is not None and record.get("val_loss", math.inf) < best_loss:
                 best_loss, best_epoch = record["val_loss"], epoch
