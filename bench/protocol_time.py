@@ -58,12 +58,16 @@ def experiment_config(dataset: str, words: list[str]) -> dict[str, Any]:
                 updates[key] = value
         else:
             named.append(word)
-    run = ex.run(
-        "config_only",
-        config_updates=updates,
-        named_configs=named,
-        options={"--loglevel": "ERROR"},
-    )
+    try:
+        run = ex.run(
+            "config_only",
+            config_updates=updates,
+            named_configs=named,
+            options={"--loglevel": "ERROR"},
+        )
+    except Exception as e:  # sacred's own errors: unknown named config or config key
+        message = f"error: {' '.join(words)!r} is not a valid configuration ({e})."
+        raise SystemExit(message) from None
     return run.result
 
 
@@ -106,11 +110,14 @@ def main(argv: list[str] | None = None) -> None:
         logged[name][step] = value
 
     with tempfile.TemporaryDirectory() as run_dir:
-        protocol = Protocol(ProtocolConfig.from_dict(measured), run_dir, log_fn)
-        start = time.perf_counter()
-        pre, _ = protocol.load_data()  # fills the video cache on a first run
-        data_seconds = time.perf_counter() - start
-        result = protocol.run()
+        try:
+            protocol = Protocol(ProtocolConfig.from_dict(measured), run_dir, log_fn)
+            start = time.perf_counter()
+            pre, _ = protocol.load_data()  # fills the video cache on a first run
+            data_seconds = time.perf_counter() - start
+            result = protocol.run()
+        except (ValueError, RuntimeError, OSError, ImportError) as e:  # as the experiments
+            raise SystemExit(f"error: {e}") from None
     device = protocol.device
     name = torch.cuda.get_device_name(device) if device.type == "cuda" else "CPU"
     print(
@@ -123,7 +130,7 @@ def main(argv: list[str] | None = None) -> None:
     for stage, videos, epoch, epochs, projected in project(logged, result, cfg, len(pre.train)):
         print(
             f"{stage:<18}{videos:>8}{epoch:>9.1f}s{videos / epoch:>10.0f}{epochs:>8}"
-            f"{projected / 60:>9.1f} m"
+            f"{projected / 60:>9.2f} m"
         )
         total += projected
     print(f"projected protocol: {total / 60:.1f} min")

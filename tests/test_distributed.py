@@ -269,7 +269,7 @@ def test_two_processes_train_like_one_on_the_same_global_batches(case, tmp_path)
             assert len(theirs) == len(records), key
             for a, b in zip(theirs, records, strict=True):
                 assert a.keys() == b.keys()
-                for m in a:
+                for m in a.keys() - {"seconds"}:  # wall times differ, of course
                     assert a[m] == pytest.approx(b[m], rel=1e-5, abs=1e-7), (key, m)
         for name, w in one["state"].items():
             torch.testing.assert_close(got["state"][name], w, rtol=1e-5, atol=1e-6, msg=name)
