@@ -14,7 +14,6 @@ import signal
 import socket
 import subprocess
 import sys
-import time
 import traceback
 from pathlib import Path
 
@@ -325,6 +324,10 @@ def torchrun(*args: str) -> list[str]:
     return [*launcher, SCRIPT, "with", *args]
 
 
+def run_torchrun(*args: str, env) -> subprocess.CompletedProcess:
+    return subprocess.run(torchrun(*args), capture_output=True, text=True, env=env, timeout=900)
+
+
 @pytest.fixture
 def env(tmp_path):
     return dict(os.environ, GKSPARSE_CACHE=str(tmp_path / "cache"), PYTHONWARNINGS="ignore")
@@ -335,13 +338,7 @@ def test_smoke_protocol_under_torchrun_on_two_processes(tmp_path, env):
     from test_experiments import SHARED, check_run_folder
 
     args = ["groupwtacnn", "smoke", "seed=5", f"data_dir={SHARED}", "progress=False"]
-    two = subprocess.run(
-        torchrun(*args, f"results_dir={tmp_path / 'two'}"),
-        capture_output=True,
-        text=True,
-        env=env,
-        timeout=900,
-    )
+    two = run_torchrun(*args, f"results_dir={tmp_path / 'two'}", env=env)
     assert two.returncode == 0, two.stderr[-3000:]
     assert two.stdout.count("run folder: ") == 1  # rank 0 alone records the run
     folder = Path(two.stdout.split("run folder: ")[1].split()[0])
@@ -370,47 +367,26 @@ def test_smoke_protocol_under_torchrun_on_two_processes(tmp_path, env):
 
 @pytest.mark.slow
 def test_killed_torchrun_run_resumes_to_the_same_result(tmp_path, env):
-    from test_experiments import SHARED, check_run_folder
+    from test_experiments import (
+        SHARED,
+        check_run_folder,
+        check_same_result,
+        interrupt_in_pretraining,
+    )
 
     args = ("groupwtacnn", "smoke", "epochs=3", "seed=9", f"data_dir={SHARED}", "progress=False")
-    whole = subprocess.run(
-        torchrun(*args, f"results_dir={tmp_path / 'whole'}"),
-        capture_output=True,
-        text=True,
-        env=env,
-        timeout=900,
-    )
+    whole = run_torchrun(*args, f"results_dir={tmp_path / 'whole'}", env=env)
     assert whole.returncode == 0, whole.stderr[-3000:]
     expected = json.loads(next((tmp_path / "whole").rglob("result.json")).read_text())
 
     cut = tmp_path / "cut"
-    proc = subprocess.Popen(
-        torchrun(*args, f"results_dir={cut}"),
-        env=env,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
+    # SIGTERM, as a job scheduler does: torchrun stops its workers
+    folder = interrupt_in_pretraining(
+        torchrun(*args, f"results_dir={cut}"), cut, signal.SIGTERM, env
     )
-    state = cut / "mnistrotated" / "1" / "pretrain_state.pt"
-    deadline = time.time() + 600
-    while not state.exists() and proc.poll() is None and time.time() < deadline:
-        time.sleep(0.05)
-    proc.send_signal(signal.SIGTERM)  # as a job scheduler does: torchrun stops its workers
-    proc.wait(timeout=120)
-    folder = state.parent
-    assert state.is_file() and not (folder / "pretrained.pt").exists()
+    assert (folder / "pretrain_state.pt").is_file() and not (folder / "pretrained.pt").exists()
 
-    p = subprocess.run(
-        torchrun("resume=" + str(folder), f"results_dir={cut}", f"data_dir={SHARED}"),
-        capture_output=True,
-        text=True,
-        env=env,
-        timeout=900,
-    )
+    p = run_torchrun("resume=" + str(folder), f"results_dir={cut}", f"data_dir={SHARED}", env=env)
     assert p.returncode == 0, p.stderr[-3000:]
     assert f"run folder: {folder}" in p.stdout
-    resumed = check_run_folder(folder, ["200"])
-    assert resumed["pretrain"]["history"] == pytest.approx(expected["pretrain"]["history"])
-    for stage in ("stacked", "finetune"):
-        got, want = resumed["budgets"]["200"][stage], expected["budgets"]["200"][stage]
-        assert got["test"]["accuracy"] == want["test"]["accuracy"]
-        assert got["test"]["loss"] == pytest.approx(want["test"]["loss"], rel=1e-5)
+    check_same_result(check_run_folder(folder, ["200"]), expected, "200")

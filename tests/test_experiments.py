@@ -127,19 +127,9 @@ def test_killed_run_resumes_to_the_same_result(env, tmp_path):
     expected = json.loads(next((tmp_path / "whole").rglob("result.json")).read_text())
 
     cut = tmp_path / "cut"
-    proc = subprocess.Popen(
-        command("mnistrotated", *args, f"results_dir={cut}"),
-        env=env,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
+    folder = interrupt_in_pretraining(
+        command("mnistrotated", *args, f"results_dir={cut}"), cut, signal.SIGKILL, env
     )
-    state = cut / "mnistrotated" / "1" / "pretrain_state.pt"
-    deadline = time.time() + 600
-    while not state.exists() and proc.poll() is None and time.time() < deadline:
-        time.sleep(0.05)
-    proc.send_signal(signal.SIGKILL)
-    proc.wait()
-    folder = state.parent
     assert not (folder / "result.json").exists() or "budgets" in json.loads(
         (folder / "result.json").read_text()
     )
@@ -147,10 +137,27 @@ def test_killed_run_resumes_to_the_same_result(env, tmp_path):
     p = run("mnistrotated", "resume=" + str(folder), f"results_dir={cut}", env=env)
     assert p.returncode == 0, p.stderr[-3000:]
     assert f"run folder: {folder}" in p.stdout
-    resumed = check_run_folder(folder, ["200"])
+    check_same_result(check_run_folder(folder, ["200"]), expected, "200")
+
+
+def interrupt_in_pretraining(cmd: list[str], results: Path, sig: int, env) -> Path:
+    """Start the mnistrotated run `cmd` (run 1 under `results`), send it `sig` as soon as
+    it has saved a pretraining state, wait for it to end; returns its run folder."""
+    proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    state = results / "mnistrotated" / "1" / "pretrain_state.pt"
+    deadline = time.time() + 600
+    while not state.exists() and proc.poll() is None and time.time() < deadline:
+        time.sleep(0.05)
+    proc.send_signal(sig)
+    proc.wait(timeout=120)
+    return state.parent
+
+
+def check_same_result(resumed: dict, expected: dict, budget: str) -> None:
+    """A resumed run's result equals the uninterrupted run's (within float rounding)."""
     assert resumed["pretrain"]["history"] == pytest.approx(expected["pretrain"]["history"])
     for stage in ("stacked", "finetune"):
-        got, want = resumed["budgets"]["200"][stage], expected["budgets"]["200"][stage]
+        got, want = resumed["budgets"][budget][stage], expected["budgets"][budget][stage]
         assert got["test"]["accuracy"] == want["test"]["accuracy"]
         assert got["test"]["loss"] == pytest.approx(want["test"]["loss"], rel=1e-5)
 
