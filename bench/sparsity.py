@@ -1,4 +1,5 @@
-"""The k = 1 fast path of the sparsity operators against their general top-k path.
+"""The k = 1 fast path of the sparsity operators against their general top-k path, and the
+cost of breaking ties as `tf.nn.top_k` does for k > 1.
 
 What it measures: `ksparse` and `group_ksparse` (gksparse.sparsity) with `k = 1`, once with
 `fast=True` (the default: the argmax, one winner, no sort) and once with
@@ -23,11 +24,21 @@ glibc to keep freed memory (`gksparse.runtime.keep_freed_memory`, as training do
 times are the operators' own;
 `--default-malloc` measures with the allocator as it is, page faults included.
 
-`ties` counts output entries where the two paths differ (checked before timing). The paths
-agree except on exact ties of the maximum: there each keeps one of the tied entries, not
-necessarily the same one (random float32 activations of coil100's size do hold such ties).
+Before timing, the two paths are checked to give the same output: both keep, among equal
+values, the lowest flat index over the axes (METHOD.md 5.1), so they agree on exact ties too.
+`tied` counts the slices whose maximum is such a tie (where that rule decided which entry
+wins): few in random activations, many in a code of black frames.
 
-    python bench/sparsity.py            # the full run, 1-2 minutes on 2 CPU cores
+The second table is k > 1 (2, 3, 5): `topk_mask` (the k-th largest value as a threshold, the
+first of the tied entries in flat order by a running count) against a plain `torch.topk`
+mask (`arbitrary`: its indices scattered, ties broken in no documented order, as
+`topk_mask` did before). Scores are the plain code `(N, T, F, H, W)` and the group scores
+`(N, T, G, H, W)` that `group_ksparse_chain` ranks (squared group norms); `input` is `relu`
+(the relu'd activations) or `chain` (after the k = 1 spatial step, the lifetime step's
+input in pretraining: mostly zeros, so the k-th place is an exact tie almost everywhere).
+`cost = exact / arbitrary` (> 1: what the exact rule costs).
+
+    python bench/sparsity.py            # the full run, 2-3 minutes on 2 CPU cores
     python bench/sparsity.py --quick    # a smoke run: batch of 2 videos, one repeat
     python bench/sparsity.py --default-malloc   # page faults of fresh allocations included
 """
@@ -43,7 +54,7 @@ from dataclasses import dataclass
 import torch
 
 from gksparse.runtime import keep_freed_memory
-from gksparse.sparsity import group_ksparse, ksparse
+from gksparse.sparsity import group_ksparse, ksparse, topk_mask
 
 
 @dataclass(frozen=True)
@@ -91,22 +102,18 @@ def backward_seconds(op: Op, x: torch.Tensor, grad: torch.Tensor, fast: bool) ->
     return time.perf_counter() - start
 
 
-def tie_differences(op: Op, x: torch.Tensor) -> int:
-    """Entries where the two paths differ; only exact ties of the maximum may cause them.
-
-    With tied maxima both paths keep one winner, possibly different ones: the kept entries
-    may differ, their number and values may not.
-    """
+def check_paths_agree(op: Op, x: torch.Tensor) -> None:
+    """Raise unless the fast and general paths give the same output, exact ties included."""
     with torch.no_grad():
-        fast, general = op(x, True), op(x, False)
-        diff = fast != general
-        if not diff.any():
-            return 0
-        if (fast != 0).sum() != (general != 0).sum() or not torch.equal(
-            fast.flatten().sort().values, general.flatten().sort().values
-        ):
-            raise AssertionError("the fast and general paths keep different winners' values")
-        return int(diff.sum())
+        diff = int((op(x, True) != op(x, False)).sum())
+    if diff:
+        raise AssertionError(f"the fast and general paths differ in {diff} entries")
+
+
+def tied_slices(x: torch.Tensor, dims: tuple[int, ...]) -> int:
+    """Slices over `dims` of `x` whose maximum is held by more than one entry."""
+    with torch.no_grad():
+        return int(((x == x.amax(dim=dims, keepdim=True)).sum(dim=dims) > 1).sum())
 
 
 def bench(configs: tuple[Config, ...], repeats: int, batch: int | None) -> list[dict[str, object]]:
@@ -120,7 +127,9 @@ def bench(configs: tuple[Config, ...], repeats: int, batch: int | None) -> list[
         for kind in ("plain", "group"):
             for axes, dims in AXES.items():
                 op = make_op(kind, dims, c.groups)
-                ties = tie_differences(op, x)
+                check_paths_agree(op, x)
+                scores = x if kind == "plain" else group_scores(x, c.groups)
+                ties = tied_slices(scores, dims)
                 times: dict[str, list[float]] = {}
                 for i in range(repeats + 1):  # run 0 is the warm-up
                     for fast, label in ((True, "fast"), (False, "general")):
@@ -146,7 +155,7 @@ def bench(configs: tuple[Config, ...], repeats: int, batch: int | None) -> list[
 HEADER = (
     f"{'config':<15} {'shape':<18} {'op':<6} {'axes':<9}"
     f"{'fwd fast':>10} {'fwd gen':>10} {'ratio':>7}"
-    f"{'bwd fast':>10} {'bwd gen':>10} {'ratio':>7}{'ties':>6}"
+    f"{'bwd fast':>10} {'bwd gen':>10} {'ratio':>7}{'tied':>7}"
 )
 
 
@@ -156,7 +165,84 @@ def print_row(row: dict[str, object]) -> None:
     print(
         f"{row['config']:<15} {row['shape']:<18} {row['op']:<6} {row['axes']:<9}"
         f"{ff * 1e3:>8.1f}ms {fg * 1e3:>8.1f}ms {fg / ff:>6.2f}x"
-        f"{bf * 1e3:>8.1f}ms {bg * 1e3:>8.1f}ms {bg / bf:>6.2f}x{row['ties']:>6}",
+        f"{bf * 1e3:>8.1f}ms {bg * 1e3:>8.1f}ms {bg / bf:>6.2f}x{row['ties']:>7}",
+        flush=True,
+    )
+
+
+# -- k > 1: the exact tie rule against torch.topk's arbitrary one ------------------------------
+KS = (2, 3, 5)
+
+
+def group_scores(x: torch.Tensor, groups: int) -> torch.Tensor:
+    """The squared group norms `(N, T, G, H, W)` that `group_ksparse_chain` ranks."""
+    return x.detach().unflatten(CHANNEL_DIM, (groups, -1)).square().sum(CHANNEL_DIM + 1)
+
+
+def arbitrary_topk_mask(scores: torch.Tensor, k: int, dims: tuple[int, ...]) -> torch.Tensor:
+    """The k largest over `dims` by `torch.topk`'s indices: ties broken in no set order."""
+    rest = [d for d in range(scores.ndim) if d not in dims]
+    perm = rest + list(dims)
+    moved = scores.permute(perm)
+    flat = moved.reshape(*moved.shape[: len(rest)], -1)
+    index = flat.topk(k, dim=-1, sorted=False).indices
+    mask = torch.zeros_like(flat, dtype=torch.bool).scatter_(-1, index, True)
+    return mask.reshape(moved.shape).permute(torch.argsort(torch.tensor(perm)).tolist())
+
+
+def seconds(fn: Callable[..., object], *args: object) -> float:
+    start = time.perf_counter()
+    fn(*args)
+    return time.perf_counter() - start
+
+
+def bench_ties(configs: tuple[Config, ...], repeats: int, batch: int | None) -> list[dict]:
+    """Time `topk_mask` and `arbitrary_topk_mask` for k > 1, alternating, median of runs."""
+    rows: list[dict] = []
+    for c in configs:
+        n = batch or c.n
+        g = torch.Generator().manual_seed(0)
+        x = torch.randn(n, c.t, c.f, c.h, c.w, generator=g).relu_()
+        for kind in ("plain", "group"):
+            relu = x if kind == "plain" else group_scores(x, c.groups)
+            inputs = {"relu": relu, "chain": relu * topk_mask(relu, 1, AXES["spatial"])}
+            for axes, dims in AXES.items():
+                for label, scores in inputs.items():
+                    if axes == "spatial" and label == "chain":
+                        continue  # the spatial step comes first
+                    for k in KS:
+                        times: dict[str, list[float]] = {"exact": [], "arbitrary": []}
+                        for i in range(repeats + 1):  # run 0 is the warm-up
+                            exact = seconds(topk_mask, scores, k, dims)
+                            arbitrary = seconds(arbitrary_topk_mask, scores, k, dims)
+                            if i:
+                                times["exact"].append(exact)
+                                times["arbitrary"].append(arbitrary)
+                        row = {
+                            "config": c.name,
+                            "shape": "x".join(map(str, scores.shape)),
+                            "axes": axes,
+                            "input": label,
+                            "k": k,
+                            **{key: statistics.median(v) for key, v in times.items()},
+                        }
+                        rows.append(row)
+                        print_ties_row(row)
+        del x
+    return rows
+
+
+TIES_HEADER = (
+    f"{'config':<15} {'scores':<18} {'axes':<9}{'input':<6}{'k':>3}"
+    f"{'exact':>10} {'arbitrary':>10} {'cost':>7}"
+)
+
+
+def print_ties_row(row: dict) -> None:
+    e, a = float(row["exact"]), float(row["arbitrary"])
+    print(
+        f"{row['config']:<15} {row['shape']:<18} {row['axes']:<9}{row['input']:<6}{row['k']:>3}"
+        f"{e * 1e3:>8.1f}ms {a * 1e3:>8.1f}ms {e / a:>6.2f}x",
         flush=True,
     )
 
@@ -185,6 +271,12 @@ def main(argv: list[str] | None = None) -> None:
     print(HEADER)
     start = time.perf_counter()
     bench(CONFIGS, repeats, batch)
+    print(
+        "\nk > 1: topk_mask (ties to the lowest flat index) against torch.topk's indices "
+        "(ties in no set order); cost = exact / arbitrary"
+    )
+    print(TIES_HEADER)
+    bench_ties(CONFIGS, repeats, batch)
     print(f"total {time.perf_counter() - start:.0f} s")
 
 

@@ -126,3 +126,44 @@ def test_sparse_grad_conv_equals_conv2d(density, nhwc):
     for g_s, g_d in zip(grads_s, grads_d, strict=True):
         torch.testing.assert_close(g_s, g_d, rtol=1e-5, atol=1e-5)
     assert grads_s[0].is_contiguous(memory_format=torch.channels_last) == nhwc
+
+
+# -- gradient layouts -----------------------------------------------------------------------
+def raw_grads(fn, *tensors: torch.Tensor, upstream: torch.Tensor) -> tuple[torch.Tensor, ...]:
+    """The gradients of `fn(*tensors)` as its backward returns them: no AccumulateGrad, which
+    would copy one of another memory order into the leaf's layout."""
+    leaves = [t.detach().clone().requires_grad_(True) for t in tensors]
+    return torch.autograd.grad(fn(*leaves), leaves, upstream)
+
+
+@pytest.mark.parametrize("c_out", [1, 3])
+@pytest.mark.parametrize("layout", [torch.contiguous_format, torch.channels_last])
+def test_sparse_transposed_conv_kernel_gradient_has_the_kernels_strides(layout, c_out):
+    # a (C_in, 1, k, k) kernel: the same memory order either way, only the strides of the
+    # size-1 dim differ (DDP compares all of them); (C_in, 3, k, k): another memory order
+    x = sparse_code(4, 8, 7, 7, density=0.1).contiguous(memory_format=torch.channels_last)
+    w = torch.randn(8, c_out, 5, 5, generator=gen(1)).to(memory_format=layout)
+    b = torch.randn(c_out, generator=gen(2))
+    up = torch.randn(4, c_out, 7, 7, generator=gen(3))
+    _, gw, gb = raw_grads(sparse_conv_transpose2d, x, w, b, upstream=up)
+    _, gw_d, _ = raw_grads(
+        lambda x, w, b: F.conv_transpose2d(x, w, b, padding=2), x, w, b, upstream=up
+    )
+    assert gw.stride() == w.stride() and gb.stride() == b.stride()
+    torch.testing.assert_close(gw, gw_d, rtol=1e-5, atol=1e-4)
+
+
+@pytest.mark.parametrize("density", [0.05, 0.9])  # the sparse and the dense backward
+@pytest.mark.parametrize("c_in", [1, 8])
+@pytest.mark.parametrize("layout", [torch.contiguous_format, torch.channels_last])
+def test_sparse_grad_conv_kernel_gradient_has_the_kernels_strides(layout, c_in, density):
+    x = torch.randn(6, c_in, 9, 7, generator=gen(0)).to(memory_format=layout)
+    wt = torch.randn(5, c_in, 3, 3, generator=gen(1)).to(memory_format=layout)
+    bias = torch.randn(5, generator=gen(2))
+    up = torch.randn(6, 5, 9, 7, generator=gen(3)) * (
+        torch.rand(6, 1, 9, 7, generator=gen(4)) < density
+    )
+    _, gw, gb = raw_grads(_SparseGradConv2d.apply, x, wt, bias, upstream=up)
+    _, gw_d, _ = raw_grads(lambda x, w, b: F.conv2d(x, w, b, padding=1), x, wt, bias, upstream=up)
+    assert gw.stride() == wt.stride() and gb.stride() == bias.stride()
+    torch.testing.assert_close(gw, gw_d, rtol=1e-5, atol=1e-5)

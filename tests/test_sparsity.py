@@ -47,6 +47,25 @@ def ref_topk_mask(scores: np.ndarray, k: int, dims: tuple[int, ...]) -> np.ndarr
     return mask
 
 
+def ref_first_topk_mask(scores: np.ndarray, k: int, dims: tuple[int, ...]) -> np.ndarray:
+    """tf.nn.top_k's rule with ties: over `dims` flattened in ascending order, a stable argsort
+    of -values, the first k (of equal values, the lowest flat index)."""
+    dims = sorted(d % scores.ndim for d in dims)
+    rest = [d for d in range(scores.ndim) if d not in dims]
+    moved = np.transpose(scores, rest + dims)
+    flat = moved.reshape(*moved.shape[: len(rest)], -1)
+    order = np.argsort(-flat, axis=-1, kind="stable")[..., :k]
+    mask = np.zeros(flat.shape, dtype=bool)
+    np.put_along_axis(mask, order, True, axis=-1)
+    return np.transpose(mask.reshape(moved.shape), np.argsort(rest + dims))
+
+
+def ref_first_group_mask(x: np.ndarray, groups: int, k: int, dims, channel_dim: int):
+    """`ref_group_mask` with tied group norms (the lowest flat index wins)."""
+    keep = ref_first_topk_mask(ref_group_norms(x, groups, channel_dim), k, dims)
+    return np.repeat(keep, x.shape[channel_dim] // groups, axis=channel_dim)
+
+
 def ref_group_norms(x: np.ndarray, groups: int, channel_dim: int) -> np.ndarray:
     xm = np.moveaxis(x.astype(np.float64), channel_dim, -1)
     size = xm.shape[-1] // groups
@@ -210,18 +229,21 @@ def test_k_is_clipped_to_the_number_of_values(fast):
 
 def test_general_path_keeps_exactly_k_even_with_ties():
     x = torch.zeros(4, 10)
-    x[:, :3] = 1.0  # three tied maxima per row
-    for k in (1, 2):
-        kept = topk_mask(x, k, 1, fast=False).sum(1)
-        assert kept.tolist() == [k] * 4
+    x[:, 3:6] = 1.0  # three tied maxima per row, after three zeros
+    for k in (1, 2, 4, 5):
+        kept = topk_mask(x, k, 1, fast=False)
+        assert kept.sum(1).tolist() == [k] * 4
+        # the first tied maxima, then the first tied zeros
+        first = [3, 4, 5, 0, 1][:k]
+        assert all(row.nonzero()[:, 0].tolist() == sorted(first) for row in kept)
 
 
 @pytest.mark.parametrize("fast", [True, False])
 @pytest.mark.parametrize("dims", [(3, 4), (0, 1)])
 def test_k1_keeps_one_winner_among_tied_nonzero_maxima(dims, fast):
     # A constant nonzero background (black frames through a conv with a positive bias) ties
-    # exactly at the maximum. The definition keeps the k largest: one of the tied entries,
-    # either one, never all of them. Max-and-compare without a tie-break keeps them all.
+    # exactly at the maximum. The definition keeps the k largest: the first of the tied
+    # entries (tf.nn.top_k's rule), never all of them. Max-and-compare keeps them all.
     x = torch.full((3, 4, 8, 5, 5), 0.25)
     x[0, 0, :, 1, 1] = 0.1  # a few smaller values; every slice still has tied maxima
     kept = ksparse(x, 1, dims, fast=fast) != 0
@@ -229,6 +251,113 @@ def test_k1_keeps_one_winner_among_tied_nonzero_maxima(dims, fast):
     kept_groups = group_ksparse(x, 4, 1, dims, 2, fast=fast) != 0
     group_winners = kept_groups.unflatten(2, (4, 2)).all(3).sum(dims)
     assert group_winners.max().item() == 1, "more than k = 1 winning groups kept"
+
+
+# -- exact ties: the lowest flat index wins, for every k (METHOD.md 5.1) ---------------------
+def tied(kind: str, *shape: int, seed: int = 0) -> torch.Tensor:
+    """Inputs whose k-th place is an exact tie almost everywhere.
+
+    'zeros': ReLU'd values, mostly exact zeros, with all-zero slices; 'background': a
+    constant 0.25 with a few larger and smaller values, as a black background through a
+    conv with a positive bias; 'levels': the values 0, 1, 2 only (their sums of squares,
+    the group norms, tie exactly too).
+    """
+    g = gen(seed)
+    if kind == "zeros":
+        x = torch.relu(torch.randn(shape, generator=g) - 1.0)
+        x[0] = 0.0
+        return x
+    if kind == "background":
+        x = torch.full(shape, 0.25)
+        spots = torch.rand(shape, generator=g)
+        x[spots < 0.05] = 0.75
+        x[spots > 0.9] = 0.1
+        return x
+    return torch.randint(0, 3, shape, generator=g).float()
+
+
+TIE_KINDS = ["zeros", "background", "levels"]
+
+
+def test_ties_go_to_the_lowest_flat_index_hand_cases():
+    x = torch.tensor([[0.2, 1.0, 0.5, 0.5, 0.5, 0.5], [0.0, 0.0, 0.0, 0.0, 0.0, 0.0]])
+    for fast in (True, False):
+        assert topk_mask(x, 3, 1, fast=fast).int().tolist() == [
+            [0, 1, 1, 1, 0, 0],
+            [1, 1, 1, 0, 0, 0],
+        ]
+        assert topk_mask(x, 1, 1, fast=fast).int().tolist() == [
+            [0, 1, 0, 0, 0, 0],
+            [1, 0, 0, 0, 0, 0],
+        ]
+    # lifetime dims (0, 1) of (N, T, C): the flat index is n * T + t
+    y = torch.ones(2, 3, 1)
+    assert topk_mask(y, 4, (0, 1), fast=False)[..., 0].int().tolist() == [[1, 1, 1], [1, 0, 0]]
+    # spatial dims (1, 2) of (C, H, W): the flat index is h * W + w, whatever the layout
+    z = torch.zeros(1, 3, 3)
+    z[0, 2, 2] = 1.0
+    want = [[1, 1, 0], [0, 0, 0], [0, 0, 1]]
+    column_major = z.transpose(1, 2).contiguous().transpose(1, 2)
+    for scores in (z, column_major):
+        assert topk_mask(scores, 3, (1, 2))[0].int().tolist() == want
+    # dims given in any order are flattened in ascending order
+    assert torch.equal(topk_mask(y, 4, (1, 0)), topk_mask(y, 4, (0, 1)))
+
+
+@pytest.mark.parametrize("kind", TIE_KINDS)
+@pytest.mark.parametrize("fast", [True, False])
+@pytest.mark.parametrize("k", [1, 2, 3, 5])
+@pytest.mark.parametrize(("shape", "dims"), KSPARSE_CASES)
+def test_ksparse_with_ties_keeps_the_lowest_flat_indices(shape, dims, k, fast, kind):
+    x = tied(kind, *shape, seed=k)
+    mask = ref_first_topk_mask(x.numpy(), k, dims)
+    got = topk_mask(x, k, dims, fast=fast)
+    np.testing.assert_array_equal(got.numpy(), mask)
+    np.testing.assert_array_equal(
+        ksparse(x, k, dims, fast=fast).numpy(), np.where(mask, x.numpy(), 0)
+    )
+
+
+def test_tie_test_data_is_tied_at_the_kth_place():
+    # the cases above must hold ties that an arbitrary tie-break would decide differently
+    x = tied("zeros", 2, 3, 2, 3, 3, seed=2)
+    top = x.flatten(3).topk(2, dim=-1).values
+    assert (top[..., 1] == 0).float().mean() > 0.5
+    x = tied("background", 2, 3, 2, 3, 3, seed=3)
+    assert (x.flatten(3).topk(3, dim=-1).values[..., 2] == 0.25).float().mean() > 0.5
+
+
+@pytest.mark.parametrize("kind", TIE_KINDS)
+@pytest.mark.parametrize("fast", [True, False])
+@pytest.mark.parametrize("k", [1, 2, 4])
+@pytest.mark.parametrize(("shape", "groups", "dims", "channel_dim"), GROUP_CASES)
+def test_group_ksparse_with_ties_keeps_the_lowest_flat_indices(
+    shape, groups, dims, channel_dim, k, fast, kind
+):
+    x = tied(kind, *shape, seed=k)
+    mask = ref_first_group_mask(x.numpy(), groups, k, dims, channel_dim)
+    out = group_ksparse(x, groups, k, dims, channel_dim, fast=fast)
+    np.testing.assert_array_equal(out.numpy(), np.where(mask, x.numpy(), 0))
+
+
+TIED_STEPS = (((1, (3, 4)), (2, (0, 1))), ((2, (3, 4)), (3, (0, 1))), ((3, (0, 1)), (2, (3, 4))))
+
+
+@pytest.mark.parametrize("kind", TIE_KINDS)
+@pytest.mark.parametrize("steps", TIED_STEPS)
+@pytest.mark.parametrize("nhwc", [False, True])
+def test_chains_with_ties_follow_the_definition_step_by_step(steps, kind, nhwc):
+    x = tied(kind, 3, 4, 8, 5, 5, seed=7)
+    if nhwc:
+        x = x.flatten(0, 1).contiguous(memory_format=torch.channels_last).unflatten(0, (3, 4))
+    want, want_group = x.numpy().copy(), x.numpy().copy()
+    for k, dims in steps:
+        want = np.where(ref_first_topk_mask(want, k, dims), want, 0)
+        want_group = np.where(ref_first_group_mask(want_group, 4, k, dims, 2), want_group, 0)
+    for fast in (True, False):
+        np.testing.assert_array_equal(ksparse_chain(x, steps, fast=fast).numpy(), want)
+        got = group_ksparse_chain(x, 4, steps, 2, fast=fast)
+        np.testing.assert_array_equal(got.numpy(), want_group)
 
 
 # -- the k = 1 fast path equals the general path ------------------------------------------

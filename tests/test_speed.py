@@ -11,10 +11,11 @@ import copy
 
 import pytest
 import torch
+import torch.nn.functional as F
 from tensors import gen
 
 from gksparse.layers import FrameConv2d
-from gksparse.models import ModelConfig, build_model
+from gksparse.models import METHODS, ModelConfig, build_model
 from gksparse.recurrence import ConvMinimalRNN2d
 from gksparse.train import autocast
 
@@ -122,3 +123,43 @@ def test_bf16_autocast_loss_is_fp32_and_close(method):
     assert loss16.dtype == torch.float32
     assert all(g.dtype == torch.float32 for g in grads16.values())
     torch.testing.assert_close(loss16, loss32, rtol=3e-2, atol=1e-3)
+
+
+# -- gradient layouts -------------------------------------------------------------------------
+@pytest.mark.parametrize("in_channels", [1, 2])
+@pytest.mark.parametrize("fft", ["auto", True])
+@pytest.mark.parametrize("channels_last", [False, True])
+@pytest.mark.parametrize("method", [m for m in METHODS if m != "vgg19"])
+def test_every_gradient_has_its_parameters_strides(method, channels_last, fft, in_channels):
+    # DDP's gradient buckets have the parameters' exact strides and it warns about any
+    # gradient with other strides; AccumulateGrad keeps a gradient whose strides differ only
+    # in size-1 dims (a (F, 1, k, k) kernel of grey frames) and copies one of another memory
+    # order. Every backward must return the parameter's strides (checked before and after
+    # AccumulateGrad).
+    cfg = ModelConfig(method, in_channels, 8, 8, 5, filters=8, dec_kernel=5, groups=4)
+    torch.manual_seed(0)
+    model = build_model(cfg)
+    for m in model.modules():
+        if isinstance(m, FrameConv2d | ConvMinimalRNN2d):
+            m.fft = fft  # True: the FFT paths, also for the tiny 3 x 3 layers
+    if channels_last:
+        model.to(memory_format=torch.channels_last)
+    x = torch.rand(3, 4, in_channels, 8, 8, generator=gen(1))
+    x[0, :, :, :4] = 0.0  # part black background
+
+    def loss() -> torch.Tensor:
+        if model.decoder is not None:
+            return model.pretrain_loss(x)
+        return F.cross_entropy(model(x), torch.tensor([0, 1, 4]))  # no pretraining
+
+    named = list(model.named_parameters())
+    raw = torch.autograd.grad(loss(), [p for _, p in named], allow_unused=True)
+    loss().backward()
+    checked = 0
+    for (name, p), g in zip(named, raw, strict=True):
+        if g is None:
+            continue
+        assert g.stride() == p.stride(), f"{name} {tuple(p.shape)}: {g.stride()} != {p.stride()}"
+        assert p.grad.stride() == p.stride(), f"{name}: {p.grad.stride()} != {p.stride()}"
+        checked += p.ndim == 4
+    assert checked >= 3  # the encoder's kernels at least

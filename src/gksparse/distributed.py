@@ -8,9 +8,11 @@ Lifetime sparsity (METHOD.md section 2) ranks over the whole global mini-batch, 
 each process holds a shard along dim 0. `global_sparse_chain` finds the global winners with
 small collectives (k = 1: all-reduce the per-position maxima, then the lowest rank holding
 the maximum wins; k > 1: all-gather every rank's top-k candidates and keep the global top
-k), and keeps the local entries among them; the mask is a constant for autograd, so the
-gradient flows through the local kept entries only. `global_lifetime(False)` restores the
-per-process behaviour (each rank ranks its own shard), for comparison.
+k), and keeps the local entries among them: exactly the single-process mask of the
+concatenated batch, ties included (the lowest flat index over the sparse dims wins, as in
+`topk_mask`). The mask is a constant for autograd, so the gradient flows through the local
+kept entries only. `global_lifetime(False)` restores the per-process behaviour (each rank
+ranks its own shard), for comparison.
 """
 
 from __future__ import annotations
@@ -242,9 +244,11 @@ def global_topk_mask(scores: torch.Tensor, k: int, dims: int | Sequence[int]) ->
     scores: this rank's shard, the global batch split along dim 0, which `dims` must hold;
     every rank calls this with the same `k`, `dims` and the same shape beyond dim 0. Marks
     the entries among the `k` largest over `dims` of all ranks' shards concatenated in rank
-    order (`k` clipped to their count). Ties break towards the lower rank, then the first
-    index, so that exactly `min(k, count)` entries win over all ranks; for `k = 1` this is
-    the argmax of the concatenated batch. Returns a bool tensor shaped like `scores`.
+    order (`k` clipped to their count): exactly `topk_mask` of the concatenated batch, whose
+    rule for equal values is the lowest flat index over `dims`. Dim 0 is the outermost of
+    `dims`, so that flat order is rank-major: ties go to the lower rank, then to the lower
+    local flat index. For `k = 1` this is the argmax of the concatenated batch. Returns a
+    bool tensor shaped like `scores`.
     """
     if k < 1:
         raise ValueError(f"k must be at least 1 (got {k}): it is the number of winners kept.")
@@ -259,7 +263,10 @@ def global_topk_mask(scores: torch.Tensor, k: int, dims: int | Sequence[int]) ->
     perm = [*dims, *rest]
     moved = scores.detach().permute(perm)
     m = moved.shape[: len(dims)].numel()
-    flat = moved.reshape(m, moved.shape[len(dims) :].numel()).float()  # (M, R)
+    # (M, R): row i is local flat index i over `dims` (ascending, row-major), the order ties
+    # are broken in; fp32 holds bf16 / fp16 exactly, fp64 stays fp64 (no new ties)
+    dtype = torch.promote_types(scores.dtype, torch.float32)
+    flat = moved.reshape(m, moved.shape[len(dims) :].numel()).to(dtype)
     mask = _global_argmax(flat) if k == 1 else _global_topk(flat, k)
     inverse = torch.argsort(torch.tensor(perm)).tolist()
     return mask.reshape(moved.shape).permute(inverse)
@@ -280,7 +287,8 @@ def _global_argmax(flat: torch.Tensor) -> torch.Tensor:
 
 
 def _global_topk(flat: torch.Tensor, k: int) -> torch.Tensor:
-    """`(M, R)` local candidates -> `(M, R)` bool: the `k` largest per column over all ranks."""
+    """`(M, R)` local candidates -> `(M, R)` bool: the `k` largest per column over all ranks,
+    of equal values the first in global flat order (rank-major, then local row order)."""
     m, r = flat.shape
     count = int(all_reduce_sum([m])[0])
     if k >= count:
@@ -289,17 +297,23 @@ def _global_topk(flat: torch.Tensor, k: int) -> torch.Tensor:
     top = flat.topk(kk, dim=0).values  # (kk, R), largest first
     if kk < k:
         top = torch.cat([top, top.new_full((k - kk, r), -torch.inf)])
-    parts = [torch.empty(k, r, device=_comm_device()) for _ in range(world_size())]
+    parts = [
+        torch.empty(k, r, dtype=flat.dtype, device=_comm_device()) for _ in range(world_size())
+    ]
     dist.all_gather(parts, top.to(_comm_device()))
     gathered = torch.stack(parts).to(flat.device)  # (W, k, R): every rank's top k
     threshold = gathered.flatten(0, 1).topk(k, dim=0).values[-1]  # (R,): the k-th largest
     greater = (gathered > threshold).sum(dim=(0, 1))  # all of them win
-    ties = (gathered == threshold).sum(dim=1)  # (W, R); truncated at k, which is enough
-    need = k - greater  # ties to keep, lowest ranks first
+    # A rank's ties are counted among its top k only, which is enough: a rank with more ties
+    # than that has g values above the threshold and k - g >= need ties in its top k, so it
+    # takes every place left before any later rank.
+    ties = (gathered == threshold).sum(dim=1)  # (W, R)
+    need = k - greater  # places left for ties, filled in global flat order: lower ranks first
     me = rank()
     mine = (need - ties[:me].sum(dim=0)).clamp(min=0).minimum(ties[me])
     equal = flat == threshold
-    return (flat > threshold) | (equal & (equal.cumsum(dim=0) <= mine))
+    order = equal.cumsum(dim=0, dtype=torch.int32)  # 1, 2, ... at the local ties, row order
+    return (flat > threshold) | (equal & (order <= mine))
 
 
 def _group_scores(x: torch.Tensor, groups: int, channel_dim: int) -> torch.Tensor:

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import functools
 import math
+from collections.abc import Sequence
 
 import torch
 import torch.nn.functional as F
@@ -124,18 +125,40 @@ def kernel_blocks(weight: torch.Tensor, nh: int, nw: int, dtype: torch.dtype) ->
 def spectral_kernel_grad(
     spec_x: torch.Tensor, spec_g: torch.Tensor, k: int, nh: int, nw: int
 ) -> torch.Tensor:
-    """Gradient `(C_out, C_in, k, k)` (fp32) of a correlation from its input and output
-    gradient spectra (`(F, K, 2C_in)`, `(F, K, 2C_out)`; K frames, summed)."""
+    """Gradient `(C_out, C_in, k, k)` (fp32, contiguous) of a correlation from its input and
+    output gradient spectra (`(F, K, 2C_in)`, `(F, K, 2C_out)`; K frames, summed)."""
     nf, _, c2_in = spec_x.shape
     c_in, c_out = c2_in // 2, spec_g.shape[2] // 2
-    prod = torch.bmm(spec_x.transpose(1, 2), spec_g).view(nf, 2, c_in, 2, c_out)
-    # sum over frames of conj(G) X: re = Xr Gr + Xi Gi, im = Xi Gr - Xr Gi
-    both = torch.empty(2, nf, c_in, c_out, device=spec_x.device)
+    prod = torch.bmm(spec_g.transpose(1, 2), spec_x).view(nf, 2, c_out, 2, c_in)
+    # sum over frames of conj(G) X: re = Gr Xr + Gi Xi, im = Gr Xi - Gi Xr
+    both = torch.empty(2, nf, c_out, c_in, device=spec_x.device)
     both[0].copy_(prod[:, 0, :, 0]).add_(prod[:, 1, :, 1])
-    both[1].copy_(prod[:, 1, :, 0]).sub_(prod[:, 0, :, 1])
+    both[1].copy_(prod[:, 0, :, 1]).sub_(prod[:, 1, :, 0])
     _, inverse = _dft_matrices(k, nh, nw, spec_x.device)
-    taps = inverse.t() @ both.view(2 * nf, c_in * c_out)  # (k*k, C_in*C_out)
-    return taps.view(k, k, c_in, c_out).permute(3, 2, 0, 1)
+    # (C_out*C_in, k*k): rows in the kernel's own (NCHW) order, so no transposed copy follows
+    taps = both.view(2 * nf, c_out * c_in).t() @ inverse
+    return taps.view(c_out, c_in, k, k)
+
+
+def with_strides(grad: torch.Tensor, stride: Sequence[int]) -> torch.Tensor:
+    """`grad` laid out with exactly `stride`, its parameter's strides (a dense layout).
+
+    A parameter's gradient must have the parameter's strides: autograd's own functions
+    return it so, AccumulateGrad copies one of another memory order into that layout, and
+    DDP's buckets expect exactly those strides (otherwise every rank warns "Grad strides do
+    not match bucket view strides"). Custom backward passes return their kernel gradients
+    through this: unchanged when the strides match, a view when only the strides of size-1
+    dims differ (the same memory order, e.g. the contiguous gradient of a channels-last
+    `(64, 1, 11, 11)` kernel, which AccumulateGrad keeps as is), else a copy into that
+    layout (of a kernel's gradient: small; AccumulateGrad would make it anyway).
+    """
+    stride = tuple(stride)
+    if grad.stride() == stride:
+        return grad
+    if all(a == b for a, b, n in zip(grad.stride(), stride, grad.shape, strict=True) if n != 1):
+        return grad.as_strided(grad.shape, stride, grad.storage_offset())
+    out = torch.empty_strided(grad.shape, stride, dtype=grad.dtype, device=grad.device)
+    return out.copy_(grad)
 
 
 def autocast_dtype(device: torch.device) -> torch.dtype | None:
@@ -161,6 +184,7 @@ class _FFTConv2d(torch.autograd.Function):
         ctx.save_for_backward(spec_x, blocks)
         ctx.geometry = (h, w, k, nh, nw)
         ctx.dtypes = (x.dtype, weight.dtype)
+        ctx.w_stride = weight.stride()
         ctx.has_bias = bias is not None
         return y
 
@@ -176,6 +200,7 @@ class _FFTConv2d(torch.autograd.Function):
             grad_x = frames_of_spectra(spec, h, w, nh, nw, x_dtype)
         if ctx.needs_input_grad[1]:
             grad_w = spectral_kernel_grad(spec_x, spec_g, k, nh, nw).to(w_dtype)
+            grad_w = with_strides(grad_w, ctx.w_stride)
         if ctx.has_bias and ctx.needs_input_grad[2]:
             grad_b = grad.sum(dim=(0, 2, 3), dtype=torch.float32).to(w_dtype)
         return grad_x, grad_w, grad_b

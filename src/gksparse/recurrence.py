@@ -17,6 +17,7 @@ from .fftconv import (
     spectra,
     spectral_kernel_grad,
     use_fft,
+    with_strides,
 )
 from .layers import check_odd, frames, videos
 
@@ -118,6 +119,7 @@ class _MinimalRNN(torch.autograd.Function):
         ctx.conv = conv
         ctx.save_for_backward(x, gates, out, h0)
         ctx.weight_dtype = weight.dtype
+        ctx.weight_stride = weight.stride()
         return out
 
     @staticmethod
@@ -158,7 +160,7 @@ class _MinimalRNN(torch.autograd.Function):
             else:
                 states = torch.cat([h0.unsqueeze(1), out[:, :-1]], dim=1)
                 grad_w = conv.kernel_grad(frames(states), frames(grad_wx))
-            grad_w = grad_w.to(ctx.weight_dtype)
+            grad_w = with_strides(grad_w.to(ctx.weight_dtype), ctx.weight_stride)
         return grad_x, grad_wx, grad_w, grad_h0, None, None
 
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from .fftconv import autocast_dtype
+from .fftconv import autocast_dtype, with_strides
 
 # A transposed convolution of a code whose entries are mostly zero adds `value * kernel` at
 # every nonzero entry. Gathering the occupied positions ("sites": a frame and a pixel with
@@ -87,8 +87,9 @@ class _SparseConvTranspose2d(torch.autograd.Function):
                 fmt = torch.channels_last if nhwc else torch.contiguous_format
                 grad_in = torch.empty(shape, dtype=dtype, device=grad_out.device, memory_format=fmt)
                 grad_in.zero_().permute(0, 2, 3, 1)[b, y, x] = (cols @ wmat.t()).to(dtype)
-            if ctx.needs_input_grad[1]:
+            if ctx.needs_input_grad[1]:  # (C_in, C_out, k, k) contiguous, then weight's strides
                 grad_w = (values.t() @ cols).view(weight.shape).to(weight.dtype)
+                grad_w = with_strides(grad_w, weight.stride())
             if ctx.has_bias and ctx.needs_input_grad[2]:
                 grad_b = grad_out.sum(dim=(0, 2, 3)).to(weight.dtype)
         return grad_in, grad_w, grad_b, None
@@ -105,6 +106,7 @@ class _SparseGradConv2d(torch.autograd.Function):
     @staticmethod
     def forward(ctx, x, weight, bias):  # type: ignore[override]
         ctx.dtypes = (x.dtype, weight.dtype)
+        ctx.w_stride = weight.stride()
         dtype = autocast_dtype(x.device) or x.dtype  # what the convolution computes in
         x, weight = x.to(dtype), weight.to(dtype)
         y = F.conv2d(x, weight, bias, padding=weight.shape[-1] // 2)
@@ -127,7 +129,7 @@ class _SparseGradConv2d(torch.autograd.Function):
                 [1, 1], [p, p], [1, 1], False, [0, 0], 1, mask,
             )  # fmt: skip
             gx = None if gx is None else gx.to(x_dtype)
-            gw = None if gw is None else gw.to(w_dtype)
+            gw = None if gw is None else with_strides(gw.to(w_dtype), ctx.w_stride)
             gb = None if gb is None else gb.to(w_dtype)
             return gx, gw, gb
         b, y, xx = sites
@@ -145,7 +147,9 @@ class _SparseGradConv2d(torch.autograd.Function):
             patches = values.new_zeros(inside.shape + (c_in,))  # (S, k, k, C_in)
             patches[inside] = x.permute(0, 2, 3, 1)[nb, ny, nx].to(acc)
             grad_w = values.t() @ patches.view(values.shape[0], -1)
+            # channels-last memory order; the weight's own strides if it is NCHW (a copy)
             grad_w = grad_w.view(c_out, k, k, c_in).permute(0, 3, 1, 2).to(w_dtype)
+            grad_w = with_strides(grad_w, ctx.w_stride)
         if ctx.needs_input_grad[0]:  # a transposed convolution of the sparse gradient
             taps = weight.to(acc).permute(0, 2, 3, 1).reshape(c_out, -1)  # (C_out, k*k*C_in)
             cols = (values @ taps).view(inside.shape + (c_in,))[inside]  # (valid, C_in)

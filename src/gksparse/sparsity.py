@@ -1,8 +1,9 @@
 """Winner-take-all sparsity operators (METHOD.md section 2), pure tensor functions.
 
 All operators keep the `k` largest values (by value, not magnitude) over the dims in
-`dims`, separately for every index of the other dims, and zero the rest. The keep/drop
-mask is a constant for autograd: gradient flows only through the kept entries.
+`dims`, separately for every index of the other dims, and zero the rest. Among equal values
+the lowest flat index over `dims` wins, as in the reference's `tf.nn.top_k` (`topk_mask`).
+The keep/drop mask is a constant for autograd: gradient flows only through the kept entries.
 """
 
 from __future__ import annotations
@@ -47,9 +48,13 @@ def topk_mask(
     """Boolean mask of the `k` largest `scores` over `dims`, for every index of the other dims.
 
     `k` is clipped to the number of values over `dims`. Exactly `min(k, count)` entries are
-    marked, ties broken either way (a black background ties exactly at its maximum). For
-    `k = 1` the winner is the argmax (one reduction, no sort); `fast=False` forces the
-    general top-k path. Returns a bool tensor shaped like `scores`; it carries no gradient.
+    marked. Among equal values the lowest flat index over `dims` wins, as in `tf.nn.top_k`
+    (METHOD.md 5.1): the dims are flattened in ascending order, so for dims (0, 1) of
+    `(N, T, ...)` the flat index is `n * T + t`, for (3, 4) of `(..., H, W)` it is `h * W + w`.
+    Black backgrounds and ReLU zeros tie exactly, so the rule decides what is kept. For
+    `k = 1` the winner is the argmax, the first maximum (one reduction, no sort); for `k > 1`,
+    and with `fast=False`, see `_first_topk`. The same on every device, deterministic.
+    Returns a bool tensor shaped like `scores`; it carries no gradient.
     """
     _check_k(k)
     dims = _normalize_dims(dims, scores.ndim)
@@ -65,17 +70,46 @@ def topk_mask(
         index = flat.argmax(dim=dims[0], keepdim=True)
         mask = torch.zeros_like(flat, dtype=torch.bool).scatter_(dims[0], index, True)
         return mask.unflatten(dims[0], [scores.shape[d] for d in dims])
-    # General path: move `dims` last, flatten them, top-k, scatter, move back.
+    # General path: move `dims` last (in ascending order: the flat order), flatten, select.
     rest = [d for d in range(scores.ndim) if d not in dims]
     perm = rest + list(dims)
     moved = scores.permute(perm)
     flat = moved.reshape(*moved.shape[: len(rest)], count)
     if k == 1 and fast:
         index = flat.argmax(dim=-1, keepdim=True)
+        mask = torch.zeros_like(flat, dtype=torch.bool).scatter_(-1, index, True)
     else:
-        index = flat.topk(k, dim=-1, sorted=False).indices
-    mask = torch.zeros_like(flat, dtype=torch.bool).scatter_(-1, index, True)
+        mask = _first_topk(flat, k)
     return mask.reshape(moved.shape).permute(torch.argsort(torch.tensor(perm)).tolist())
+
+
+def _first_topk(flat: torch.Tensor, k: int) -> torch.Tensor:
+    """`(..., count)` -> bool `(..., count)`: the `k` largest of every row, ties to the first.
+
+    The k-th largest value is the threshold: every entry above it wins, and the first
+    entries equal to it (in the row's order) fill the remaining places. `k < count`.
+    """
+    # torch.topk picks among tied entries in no documented order, but the k largest VALUES
+    # are the same whichever it picked: their minimum is the threshold, and every entry above
+    # it is among the picks, so the picks above it win and the others count the places left
+    # for ties. The first tied entries are found with a running count, one pass, not a sort
+    # of the row (an integer scan: exact and deterministic on CUDA too).
+    values, index = flat.topk(k, dim=-1, sorted=False)
+    threshold = values.amin(dim=-1, keepdim=True)
+    above = values > threshold  # (..., k)
+    equal = flat == threshold
+    order = equal.cumsum(dim=-1, dtype=_count_dtype(flat.shape[-1]))  # 1, 2, ... at the ties
+    places = (k - above.sum(dim=-1, keepdim=True)).to(order.dtype)
+    keep = equal & (order <= places)
+    # mark the picks above the threshold (a tied pick keeps its own mark): no compare pass
+    return keep.scatter_(-1, index, above | keep.gather(-1, index))
+
+
+def _count_dtype(count: int) -> torch.dtype:
+    """The smallest integer dtype holding 0..count (a running count of a row's ties)."""
+    if count < 2**8:
+        return torch.uint8
+    return torch.int16 if count < 2**15 else torch.int32 if count < 2**31 else torch.int64
 
 
 def ksparse(
@@ -85,7 +119,8 @@ def ksparse(
 
     x: any shape. Returns a tensor shaped like `x`. Example: for a code `(N, T, C, H, W)`,
     `dims=(3, 4)` is spatial sparsity (per sample, frame and channel) and `dims=(0, 1)` is
-    lifetime sparsity (per channel and position, across the batch and its frames).
+    lifetime sparsity (per channel and position, across the batch and its frames). Ties go
+    to the lowest flat index over `dims` (`topk_mask`).
     """
     return x * topk_mask(x, k, dims, fast=fast)
 
@@ -119,7 +154,8 @@ def group_ksparse(
 
     x: `(..., C, ...)` with `C` at `channel_dim`, split into `groups` contiguous groups.
     For every group and every index of the dims not in `dims`, the `k` largest group norms
-    over `dims` win, and all channels of a winning group are kept. Returns `x`'s shape.
+    over `dims` win (equal norms: the lowest flat index over `dims`, as in `topk_mask`), and
+    all channels of a winning group are kept. Returns `x`'s shape.
     """
     _check_k(k)
     channel_dim = _channel_dim(channel_dim, x.ndim)
@@ -139,9 +175,9 @@ def group_ksparse(
 def ksparse_chain(x: torch.Tensor, steps: Steps, *, fast: bool = True) -> torch.Tensor:
     """`ksparse` applied once per `(k, dims)` of `steps`, in order, with one final multiply.
 
-    Same result as `for k, dims in steps: x = ksparse(x, k, dims)`: each step ranks the
-    values the previous steps left (dropped entries count as zeros), and the masks are
-    combined so that the code is written once.
+    Same result as `for k, dims in steps: x = ksparse(x, k, dims)`, ties included: each step
+    ranks the values the previous steps left (dropped entries count as zeros, tied with the
+    zeros of `x`), and the masks are combined so that the code is written once.
     """
     scores, keep = x.detach(), None
     for k, dims in steps:
@@ -167,10 +203,11 @@ def group_ksparse_chain(
 ) -> torch.Tensor:
     """`group_ksparse` applied once per `(k, dims)` of `steps`, in order, computed at once.
 
-    Same result as `for k, dims in steps: x = group_ksparse(x, groups, k, dims, channel_dim)`
-    (ties aside, which only decide between zeros): the group norms are computed once, in fp32
-    (bf16 inputs too), a dropped group counts as the smallest norm in later steps, and the
-    code is written once. Squared norms rank as the norms do.
+    Same result as `for k, dims in steps: x = group_ksparse(x, groups, k, dims, channel_dim)`,
+    ties included (the lowest flat index wins): the group norms are computed once, in fp32
+    (bf16 inputs too), a dropped group counts as a zero group, the smallest norm, in later
+    steps, and the code is written once. Squared norms rank as the norms do (except where
+    two squared norms a few ulps apart round to the same norm, which `group_ksparse` ties).
     """
     channel_dim = _channel_dim(channel_dim, x.ndim)
     for k, dims in steps:
