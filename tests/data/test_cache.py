@@ -2,19 +2,23 @@
 
 from __future__ import annotations
 
+import errno
 import json
+import math
 import os
 import shutil
 import subprocess
 import sys
+import warnings
 from pathlib import Path
 
 import numpy as np
 import pytest
 
 import gksparse
-from gksparse.data import DataWarning, load, mnistrotated
-from gksparse.data.cache import CacheWriter, entry_dir, read_entry
+from gksparse.data import DataError, DataWarning, load, mnistrotated
+from gksparse.data.cache import CacheWriter, entry_dir, evict, list_entries, read_entry
+from gksparse.data.paths import cache_limit
 
 SRC = Path(gksparse.__file__).resolve().parents[1]
 
@@ -126,4 +130,168 @@ def test_temporary_folders_of_live_processes_are_kept(tmp_path):
     writer = CacheWriter(final)
     CacheWriter(entry_dir(tmp_path, "toy", {"other": 1}, "")).abort()
     assert writer.tmp.is_dir()  # this process is alive: its folder stays
+    writer.abort()
+
+
+FEW_COIL_OBJECTS = "ignore:.* of the 100 COIL-100 objects"
+
+
+def coil(root: Path, seed: int, **kw):
+    """One small entry: a single 72-frame COIL video; every seed is an entry of the same size."""
+    return load("coil100", root, train_size=1, seed=seed, zca=False, progress=False, **kw)
+
+
+def toy_entry(cache: Path, name: str, nbytes: int, used: float) -> Path:
+    """A committed entry `cache/toy/<name>-<key>` of about `nbytes`, last used at `used`."""
+    path = entry_dir(cache, "toy", {"name": name}, name)
+    with CacheWriter(path) as writer:
+        writer.save("x", np.zeros(nbytes, np.uint8))
+    os.utime(path / "meta.json", (used, used))
+    return path
+
+
+def labels(cache: Path) -> list[str]:
+    return [e.label for e in list_entries(cache)]
+
+
+@pytest.mark.filterwarnings(FEW_COIL_OBJECTS)
+def test_the_least_recently_used_entry_is_evicted_first(tmp_path, fake, isolated_cache, capsys):
+    fake.coil(tmp_path)
+    coil(tmp_path, 0)
+    (entry,) = list_entries(isolated_cache)
+    limit_gb = 3.5 * entry.size / 1e9  # room for three entries, not four
+    coil(tmp_path, 1, cache_limit_gb=limit_gb)
+    coil(tmp_path, 2, cache_limit_gb=limit_gb)
+    entries = list_entries(isolated_cache)
+    assert [e.label for e in entries] == ["seed0-train1", "seed1-train1", "seed2-train1"]
+    assert {e.size for e in entries} == {entry.size}
+    for used, e in zip((1000, 2000, 3000), entries, strict=True):  # no clock in the test
+        os.utime(e.path / "meta.json", (used, used))
+    coil(tmp_path, 0, cache_limit_gb=limit_gb)  # read again: now the most recently used
+    assert len(list_entries(isolated_cache)) == 3 and capsys.readouterr().err == ""
+    coil(tmp_path, 3, cache_limit_gb=limit_gb)  # a fourth: the second is the oldest now
+    assert labels(isolated_cache) == ["seed0-train1", "seed2-train1", "seed3-train1"]
+    (note,) = capsys.readouterr().err.splitlines()
+    assert note.startswith("gksparse: removed the cached coil100 videos seed1-train1 (0.9 MB, ")
+    assert note.endswith(f"to keep {isolated_cache} within its limit of 3.1 MB")
+
+
+def test_the_returned_entry_is_never_evicted(tmp_path):
+    oldest = toy_entry(tmp_path, "oldest", 1000, used=1000)
+    toy_entry(tmp_path, "newer", 1000, used=2000)
+    size = {e.label: e.size for e in list_entries(tmp_path)}["oldest"]
+    removed = evict(tmp_path, size + 1, keep=oldest)  # room for one: the newer one goes
+    assert [e.label for e in removed] == ["newer"] and labels(tmp_path) == ["oldest"]
+    with pytest.warns(DataWarning, match="alone exceed the cache limit"):
+        assert evict(tmp_path, 1, keep=oldest) == []  # too big alone: kept anyway
+    assert labels(tmp_path) == ["oldest"] and read_entry(oldest) is not None
+
+
+def test_unbounded_and_within_the_limit_evict_nothing(tmp_path):
+    toy_entry(tmp_path, "a", 1000, used=1000)
+    toy_entry(tmp_path, "b", 1000, used=2000)
+    assert evict(tmp_path, math.inf) == [] and evict(tmp_path, 10**6) == []
+    assert [e.label for e in evict(tmp_path, 1500)] == ["a"]  # no `keep`: only the oldest goes
+
+
+@pytest.mark.filterwarnings(FEW_COIL_OBJECTS)
+def test_an_entry_over_the_limit_alone_is_kept_with_one_warning(
+    tmp_path, fake, isolated_cache, monkeypatch, capsys
+):
+    fake.coil(tmp_path)
+    coil(tmp_path, 0)
+    monkeypatch.setenv("GKSPARSE_CACHE_GB", "0.0001")  # 0.1 MB: less than one entry
+    with pytest.warns(DataWarning) as record:
+        data = coil(tmp_path, 1)
+    (warning,) = [w for w in record if "cache limit" in str(w.message)]
+    assert str(warning.message) == (
+        "the cached coil100 videos seed1-train1 (0.9 MB) alone exceed the cache limit of "
+        "0.1 MB, so they are kept over the limit; raise it with load(..., cache_limit_gb=...) "
+        "or GKSPARSE_CACHE_GB (e.g. GKSPARSE_CACHE_GB=50, or 'none' for no limit)"
+    )
+    assert labels(isolated_cache) == ["seed1-train1"]  # the other one made way
+    assert "removed the cached coil100 videos seed0-train1" in capsys.readouterr().err
+    assert data.train.videos.shape == (1, 72, 3, 32, 32)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        again = coil(tmp_path, 1)  # warned once is enough
+    assert np.array_equal(again.train.videos, data.train.videos)
+
+
+def test_the_limit_comes_from_the_argument_then_the_environment(monkeypatch):
+    monkeypatch.delenv("GKSPARSE_CACHE_GB", raising=False)
+    assert cache_limit() == 20e9
+    monkeypatch.setenv("GKSPARSE_CACHE_GB", "2.5")
+    assert cache_limit() == 2.5e9 and cache_limit(1) == 1e9
+    for unbounded in ("none", "inf", math.inf):
+        assert cache_limit(unbounded) == math.inf
+    monkeypatch.setenv("GKSPARSE_CACHE_GB", "None")
+    assert cache_limit() == math.inf
+
+
+@pytest.mark.parametrize("bad", [0, -1, "0", "lots", float("nan"), True])
+def test_a_limit_of_nothing_is_refused(tmp_path, monkeypatch, bad):
+    with pytest.raises(ValueError, match=r"^cache_limit_gb must be (more than 0 \()?a number"):
+        cache_limit(bad)
+    with pytest.raises(ValueError, match="cache_limit_gb must be"):
+        load("coil100", tmp_path, cache_limit_gb=bad)  # before looking for any files
+    monkeypatch.setenv("GKSPARSE_CACHE_GB", str(bad))
+    with pytest.raises(ValueError, match=r"^\$GKSPARSE_CACHE_GB must be"):
+        cache_limit()
+
+
+def enospc(*args, **kwargs):
+    raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+
+
+@pytest.mark.parametrize("where", ["fallocate", "quota", "save", "meta", "worker"])
+def test_a_full_disk_is_one_sentence_and_leaves_nothing(tmp_path, monkeypatch, where):
+    cache = tmp_path / "cache"
+    final = entry_dir(cache, "toy", {}, "full")
+    if where == "fallocate":
+        monkeypatch.setattr(os, "posix_fallocate", enospc, raising=False)
+    elif where == "quota":
+
+        def quota(*args):
+            raise OSError(errno.EDQUOT, os.strerror(errno.EDQUOT))
+
+        monkeypatch.setattr(os, "posix_fallocate", quota, raising=False)
+    elif where == "save":
+        monkeypatch.setattr(np, "save", enospc)
+    elif where == "meta":
+        monkeypatch.setattr(json, "dump", enospc)
+    with pytest.raises(DataError) as info, CacheWriter(final) as writer:
+        writer.create("videos", (1000, 250))  # 1 MB
+        writer.save("labels", np.arange(3))
+        if where == "worker":  # what a worker process's write into the memory map raises
+            raise OSError(errno.ENOSPC, "No space left on device")
+    reason = "Disk quota exceeded" if where == "quota" else "No space left on device"
+    assert str(info.value).startswith(f"the disk of the cache folder {cache} is full ({reason}): ")
+    assert "this entry needs at least 1.0 MB and " in str(info.value)
+    assert str(info.value).endswith(
+        " are free; free space there, remove cached videos with "
+        "`python -m gksparse.cache clear [DATASET ...]`, or set GKSPARSE_CACHE to a folder on "
+        "another disk"
+    )
+    assert list(final.parent.iterdir()) == []  # the temporary folder is gone
+
+
+@pytest.mark.filterwarnings(FEW_COIL_OBJECTS)
+def test_load_on_a_full_disk_raises_the_sentence(tmp_path, fake, isolated_cache, monkeypatch):
+    fake.coil(tmp_path)
+    coil(tmp_path, 0)
+    monkeypatch.setattr(os, "posix_fallocate", enospc, raising=False)
+    with pytest.raises(DataError, match=f"the disk of the cache folder {isolated_cache} is full"):
+        coil(tmp_path, 1)
+    assert [p.name for p in (isolated_cache / "coil100").iterdir()] == [
+        e.path.name for e in list_entries(isolated_cache)
+    ]  # only the complete entry: no temporary folder
+
+
+@pytest.mark.skipif(not hasattr(os, "posix_fallocate"), reason="no posix_fallocate here")
+def test_memory_maps_reserve_their_space(tmp_path):
+    writer = CacheWriter(entry_dir(tmp_path, "toy", {}, ""))
+    writer.create("videos", (100, 1000))
+    st = os.stat(writer.path("videos"))
+    assert st.st_blocks * 512 >= st.st_size  # allocated, not a sparse file
     writer.abort()

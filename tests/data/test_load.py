@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from gksparse.data import DATASETS, DataWarning, cache_root, data_root, load
+from gksparse.data import DATASETS, cache_root, data_root, load
 
 
 def test_the_four_datasets():
@@ -50,15 +50,17 @@ def test_cache_argument_then_environment_then_data_root(tmp_path, monkeypatch):
     assert cache_root(None, tmp_path / "root") == tmp_path / "root" / "cache"
 
 
-def test_a_read_only_data_root_caches_in_the_home_folder(tmp_path, monkeypatch):
+def test_a_read_only_data_root_caches_in_the_home_folder(tmp_path, monkeypatch, capsys):
     monkeypatch.delenv("GKSPARSE_CACHE")
     monkeypatch.setenv("HOME", str(tmp_path / "home"))
     shared = tmp_path / "shared"
     shared.mkdir()
     shared.chmod(0o555)  # no write bits: read-only even for root
     try:
-        with pytest.warns(DataWarning, match="is read-only, so generated videos are cached in"):
-            got = cache_root(None, shared)
+        got = cache_root(None, shared)
+        assert cache_root(None, shared) == got  # said once per data root
     finally:
         shared.chmod(0o755)
     assert got == Path(tmp_path / "home" / ".cache" / "gksparse" / "cache")
+    lines = capsys.readouterr().err.splitlines()
+    assert len(lines) == 1 and "is read-only, so generated videos are cached in" in lines[0]

@@ -11,9 +11,9 @@ from typing import Any
 import numpy as np
 
 from . import cifar10scanned, coil100, mnistrotated, necanimal
-from .cache import CacheWriter, entry_dir, read_entry, remove_entry
+from .cache import CacheWriter, entry_dir, evict, mark_used, read_entry, remove_entry
 from .errors import DataError
-from .paths import cache_root, data_root
+from .paths import cache_limit, cache_root, data_root
 from .videos import VideoData, Videos
 from .zca import ZCA, fit_zca
 
@@ -35,6 +35,7 @@ def load(
     progress: bool = True,
     zca: bool | None = None,
     cache_dir: str | os.PathLike | None = None,
+    cache_limit_gb: float | str | None = None,
 ) -> VideoData:
     """One of `DATASETS` as float32 videos `(N, T, C, H, W)`, with labels and labeled splits.
 
@@ -44,7 +45,8 @@ def load(
     train_size, test_size: a deterministic random subset of that many videos (per `seed`);
         for coil100 and necanimal, whose test videos are the training videos, `train_size`
         picks the videos and the test set is the first `test_size` of them.
-    seed: drives the random parts of generation (Rotated MNIST's start angles) and the subsets.
+    seed: drives the random parts of generation (Rotated MNIST's start angles, so each seed is
+        its own cache entry there) and the subsets.
     zca_epsilon: the whitening's regulariser (None: no whitening, as in the reference).
     zca: whiten or not; default per METHOD.md (all but mnistrotated). The whitening is fitted
         on the training videos' real frames and applied to all; it is `VideoData.zca`.
@@ -52,15 +54,20 @@ def load(
     progress: show progress bars.
     cache_dir: where generated videos are cached (default `$GKSPARSE_CACHE`, else
         `<data root>/cache`, or `~/.cache/gksparse/cache` when the data root is read-only).
+    cache_limit_gb: the most that the entries of that cache folder may hold together, in GB
+        (default `$GKSPARSE_CACHE_GB`, else 20; `math.inf` or "none": no limit). After this
+        entry is read or written, the least recently used other entries are removed until
+        the total fits; this one is kept even when it alone is larger (with a warning).
 
-    Videos are read-only memory maps of the cache. Raises ValueError for an unknown name and
-    DataError when files are missing or corrupt.
+    Videos are read-only memory maps of the cache. Raises ValueError for an unknown name or a
+    limit of 0 or less, and DataError when files are missing or corrupt, or the disk is full.
     """
     if name not in _MODULES:
         raise ValueError(f"unknown dataset {name!r}: choose one of {', '.join(DATASETS)}")
     for what, size in (("train_size", train_size), ("test_size", test_size)):
         if size is not None and size < 1:
             raise ValueError(f"{what} must be at least 1 (or None for all videos), got {size}")
+    limit = cache_limit(cache_limit_gb)  # refused before any download or generation
     module = _MODULES[name]
     whiten = (module.WHITEN and zca_epsilon is not None) if zca is None else bool(zca)
     if whiten and zca_epsilon is None:
@@ -82,7 +89,8 @@ def load(
         + [f"test{test_size}"] * (test_size is not None)
         + ["zca"] * whiten
     )
-    entry = entry_dir(cache_root(cache_dir, root), name, params, label)
+    cache = cache_root(cache_dir, root)
+    entry = entry_dir(cache, name, params, label)
     source = _fingerprint(files, root)
     found = read_entry(entry)
     if found is None or found[1].get("source") != source:
@@ -106,6 +114,8 @@ def load(
         found = read_entry(entry)
         if found is None:
             raise DataError(f"the cache entry {entry} could not be read back; delete it and retry")
+    mark_used(entry)
+    evict(cache, limit, keep=entry)
     return _assemble(name, *found)
 
 
