@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 import os
 from pathlib import Path
 
@@ -11,6 +12,8 @@ matplotlib.use("Agg")  # files only; never needs a display
 
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
+
+from .files import atomic_write_bytes  # noqa: E402
 
 
 def _to_image(x: np.ndarray, lo: float | None = None, hi: float | None = None) -> np.ndarray:
@@ -26,11 +29,13 @@ def _to_image(x: np.ndarray, lo: float | None = None, hi: float | None = None) -
 
 
 def _save(fig: plt.Figure, path: str | os.PathLike) -> None:
-    path = Path(path)
-    tmp = path.with_name(f".{path.stem}.tmp{path.suffix}")
-    fig.savefig(tmp, dpi=100, bbox_inches="tight")
-    plt.close(fig)
-    os.replace(tmp, path)
+    """Write `fig` to `path` (format from its suffix) atomically, with the umask's mode."""
+    buffer = io.BytesIO()
+    try:
+        fig.savefig(buffer, format=Path(path).suffix[1:] or "png", dpi=100, bbox_inches="tight")
+    finally:
+        plt.close(fig)
+    atomic_write_bytes(path, buffer.getvalue())
 
 
 def save_reconstructions(
@@ -41,11 +46,13 @@ def save_reconstructions(
     shift: int = 0,
     mask: np.ndarray | None = None,
     max_frames: int = 12,
+    labels: list[str] | None = None,
 ) -> None:
     """Rows of input frames, each followed by the model's output for the same frames.
 
     inputs, outputs: `(K, T, C, H, W)`. With `shift = 1` (next-frame prediction) the output
     shown under input frame t is the one computed from frame t-1. Padded frames are blank.
+    labels: one per video (e.g. 'train', 'test'), written in its rows' titles.
     """
     k, t = inputs.shape[:2]
     cols = min(t, max_frames)
@@ -62,8 +69,9 @@ def save_reconstructions(
                 if img is not None and (mask is None or mask[v, f]):
                     ax.imshow(_to_image(img, lo, hi), cmap="gray", interpolation="nearest")
             if j == 0:
-                axes[2 * v, 0].set_title("input", fontsize=6, loc="left")
-                axes[2 * v + 1, 0].set_title("output", fontsize=6, loc="left")
+                name = f"{labels[v]} " if labels else ""
+                axes[2 * v, 0].set_title(f"{name}input", fontsize=6, loc="left")
+                axes[2 * v + 1, 0].set_title(f"{name}output", fontsize=6, loc="left")
     _save(fig, path)
 
 
@@ -85,17 +93,28 @@ def save_filters(weight: np.ndarray, path: str | os.PathLike, *, groups: int = 1
 
 
 def save_accuracy_curves(
-    curves: dict[str, dict[int, float]], path: str | os.PathLike, *, title: str = ""
+    curves: dict[str, dict[int, float]],
+    path: str | os.PathLike,
+    *,
+    title: str = "",
+    xlabel: str = "number of labels",
 ) -> None:
-    """Test accuracy against the number of labels, one line per named curve."""
+    """Test accuracy in % against the number of labels, one line per named curve, in order.
+
+    curves: name -> {number of labels: test accuracy as a fraction, as in result.json}.
+    """
     fig, ax = plt.subplots(figsize=(6, 4))
-    for name, points in sorted(curves.items()):
+    for name, points in curves.items():
         xs = sorted(points)
-        ax.plot(xs, [points[x] for x in xs], marker="o", label=name)
+        ax.plot(xs, [100 * points[x] for x in xs], marker="o", label=name)
+    budgets = sorted({x for points in curves.values() for x in points})
     ax.set_xscale("log")
-    ax.set_xlabel("labeled videos (frames per object for COIL-100)")
-    ax.set_ylabel("test accuracy")
+    ax.set_xticks(budgets, [str(x) for x in budgets])  # the budgets, not powers of ten
+    ax.minorticks_off()
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel("test accuracy (%)")
     ax.set_title(title)
     ax.grid(alpha=0.3)
-    ax.legend(fontsize=7)
+    # beside the axes: names with a setting are long and would hide the lines
+    ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1), borderaxespad=0)
     _save(fig, path)

@@ -1,9 +1,17 @@
 """Many runs -> the paper's table: `python -m gksparse.report results/ [--out DIR]`.
 
-Reads every run folder (`config.json` + `result.json`) under the given folder and writes
-`report.md` (one table per dataset: rows method, ablation and classifier; columns label
-budgets; test accuracy in % as mean ± std over seeds), `report.csv` (the same, one row per
-cell) and `accuracy_<dataset>.png` (test accuracy against the number of labels).
+Reads every run folder (`config.json`, `run.json`, `result.json`) under the given folder.
+Only runs whose `run.json` says COMPLETED count; failed, interrupted and still running ones,
+and folders with a missing or damaged record, are listed apart (in `report.md` below the
+tables, and on stderr). Writes, each atomically:
+
+- `report.md`: one table per dataset; a row per method, ablation, setting and classifier,
+  where the setting is every config value that differs between the dataset's completed runs
+  (the seed, the label budgets and keys that do not change the numbers aside); columns: the
+  number of seeds the row averages, then the label budgets, each cell the test accuracy in %
+  as mean ± std over seeds;
+- `report.csv`: the same, one line per cell;
+- `accuracy_<dataset>.png`: test accuracy in % against the number of labels, a line per row.
 """
 
 from __future__ import annotations
@@ -12,15 +20,74 @@ import argparse
 import csv
 import io
 import json
+import re
 import sys
 from collections import defaultdict
+from collections.abc import Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from .files import atomic_write_text
+
+# result.json's stage -> the row's classifier, in row order (stacked before end-to-end).
 CLASSIFIERS = {"stacked": "stacked", "finetune": "end-to-end"}
-Key = tuple[str, str, str, str]  # dataset, method, ablation, classifier
+RECORDS = ("config.json", "run.json", "result.json")  # any of them makes a folder a run folder
+
+# Config keys that do not change a run's numbers (where files live, what is printed or drawn,
+# the evaluation batch and the feature cache's size), so runs differing only in them average
+# together.
+NOT_RESULTS = (
+    "data_dir",
+    "results_dir",
+    "resume",
+    "device",
+    "progress",
+    "pictures",
+    "eval_batch_size",
+    "feature_cache_gb",
+)
+# Never part of a row's setting: seeds are what a row averages, the label budgets are columns
+# (a run contributes to those it has), and the rest have columns or tables of their own.
+NOT_SETTING = ("seed", "num_labeled", "dataset", "method", "spatial", "lifetime")
+UNSET = "unset"  # a key missing from a run's config (no JSON text looks like this)
+COIL_LABELS = "training frames per object (COIL-100)"
+X_LABELS = {"coil100": COIL_LABELS, "necanimal": COIL_LABELS}  # necanimal classifies COIL-100
+VIDEO_LABELS = "labeled training videos"  # mnistrotated, cifar10scanned, videos
+
+Setting = tuple[tuple[str, str], ...]  # (key, value as JSON), sorted by key
+Key = tuple[str, str, str, Setting, str]  # dataset, method, ablation, setting, classifier
+
+
+@dataclass(frozen=True)
+class Run:
+    """A completed run: its folder, its config and test accuracy by (classifier, budget)."""
+
+    folder: Path
+    config: dict[str, Any]
+    accuracies: dict[tuple[str, int], float]
+
+
+@dataclass(frozen=True)
+class Skipped:
+    """A run folder that does not count, and why: sacred's status or an unreadable record."""
+
+    folder: Path
+    reason: str
+
+
+@dataclass
+class Row:
+    """Test accuracies of one row by label budget (one per run), and how many runs it holds."""
+
+    accuracies: dict[int, list[float]] = field(default_factory=dict)
+    seeds: int = 0
+
+
+class _Unreadable(Exception):
+    """A record file that is missing or damaged; the message names the file."""
 
 
 def ablation(config: dict[str, Any]) -> str:
@@ -33,80 +100,214 @@ def ablation(config: dict[str, Any]) -> str:
     return "+".join(off)
 
 
-def collect(root: str | Path) -> dict[Key, dict[int, list[float]]]:
-    """Test accuracies by (dataset, method, ablation, classifier) and budget, one per run."""
-    cells: dict[Key, dict[int, list[float]]] = defaultdict(lambda: defaultdict(list))
-    for config_path in sorted(Path(root).rglob("config.json")):
-        result_path = config_path.with_name("result.json")
-        if not result_path.is_file():
-            continue
-        try:
-            config = json.loads(config_path.read_text())
-            result = json.loads(result_path.read_text())
-        except (OSError, json.JSONDecodeError) as e:
-            print(f"skipping {config_path.parent}: unreadable record ({e})", file=sys.stderr)
-            continue
-        for n, budget in result.get("budgets", {}).items():
-            for stage, label in CLASSIFIERS.items():
-                if stage in budget:
-                    key = (config["dataset"], config["method"], ablation(config), label)
-                    cells[key][int(n)].append(budget[stage]["test"]["accuracy"])
-    return cells
+def _load(folder: Path, name: str) -> Any:
+    """The JSON in `folder/name`; a missing or damaged file is one `_Unreadable` naming it."""
+    try:
+        text = (folder / name).read_text(encoding="utf-8")
+        if text.strip():
+            return json.loads(text)
+        why = "empty"
+    except FileNotFoundError:
+        why = "missing"
+    except json.JSONDecodeError as e:
+        why = f"not valid JSON at line {e.lineno}, column {e.colno}"
+    except UnicodeDecodeError:
+        why = "not UTF-8 text"
+    except OSError as e:
+        why = e.strerror or type(e).__name__
+    raise _Unreadable(f"unreadable record: {name} ({why})")
 
 
-def _cell(values: list[float]) -> str:
+def _accuracies(result: Any) -> dict[tuple[str, int], float]:
+    """Test accuracy by (classifier, budget) in a result.json."""
+    try:
+        return {
+            (label, int(n)): float(budget[stage]["test"]["accuracy"])
+            for n, budget in (result["budgets"] or {}).items()
+            for stage, label in CLASSIFIERS.items()
+            if stage in budget
+        }
+    except (KeyError, TypeError, ValueError, AttributeError):
+        raise _Unreadable(
+            "unreadable record: result.json (no test accuracy per label budget)"
+        ) from None
+
+
+def read_run(folder: Path) -> Run | Skipped:
+    """The completed run in `folder`, else why it does not count."""
+    try:
+        record = _load(folder, "run.json")
+        status = record.get("status") if isinstance(record, dict) else None
+        if not isinstance(status, str):
+            raise _Unreadable("unreadable record: run.json (no status)")
+        if status != "COMPLETED":
+            return Skipped(folder, status)
+        config = _load(folder, "config.json")
+        if not (
+            isinstance(config, dict)
+            and all(isinstance(config.get(k), str) for k in ("dataset", "method"))
+        ):
+            raise _Unreadable("unreadable record: config.json (no dataset or method)")
+        return Run(folder, config, _accuracies(_load(folder, "result.json")))
+    except _Unreadable as e:
+        return Skipped(folder, str(e))
+
+
+def _natural(text: str) -> list[str | int]:
+    """Sort key reading digit runs as numbers: run 2 before run 10, epochs=3 before 20."""
+    return [int(part) if i % 2 else part for i, part in enumerate(re.split(r"(\d+)", text))]
+
+
+def read_runs(root: str | Path) -> tuple[list[Run], list[Skipped]]:
+    """The completed runs under `root` and the run folders that do not count, in folder order."""
+    folders = {path.parent for name in RECORDS for path in Path(root).rglob(name)}
+    runs: list[Run] = []
+    skipped: list[Skipped] = []
+    for folder in sorted(folders, key=lambda f: _natural(str(f))):
+        run = read_run(folder)
+        (runs if isinstance(run, Run) else skipped).append(run)
+    return runs, skipped
+
+
+def _json(config: dict[str, Any], key: str) -> str:
+    """`config[key]` as text that compares stably (dicts with sorted keys), or UNSET."""
+    return json.dumps(config[key], sort_keys=True) if key in config else UNSET
+
+
+def varying_keys(configs: list[dict[str, Any]]) -> list[str]:
+    """The config keys whose values differ between `configs` and that make a row's setting."""
+    keys = set().union(*configs) - set(NOT_RESULTS) - set(NOT_SETTING)
+    return sorted(k for k in keys if len({_json(c, k) for c in configs}) > 1)
+
+
+def _show(value: str) -> str:
+    """A value from `_json` as shown: strings bare, everything else as its JSON."""
+    return json.loads(value) if value.startswith('"') else value
+
+
+def setting_text(setting: Setting) -> str:
+    """`epochs=3, train_size=3000`; '-' for none."""
+    return ", ".join(f"{k}={_show(v)}" for k, v in setting) or "-"
+
+
+def table(runs: list[Run]) -> dict[Key, Row]:
+    """The report's rows in order: runs grouped by dataset, method, ablation, setting (see
+    `varying_keys`, per dataset) and classifier; a run adds to the budgets it has."""
+    by_dataset: dict[str, list[Run]] = defaultdict(list)
+    for run in runs:
+        by_dataset[run.config["dataset"]].append(run)
+    rows: dict[Key, Row] = defaultdict(Row)
+    for dataset, group in by_dataset.items():
+        keys = varying_keys([run.config for run in group])
+        for run in group:
+            c = run.config
+            setting = tuple((k, _json(c, k)) for k in keys)
+            head = (dataset, c["method"], ablation(c), setting)
+            for label in {label for label, _ in run.accuracies}:
+                rows[(*head, label)].seeds += 1
+            for (label, n), accuracy in run.accuracies.items():
+                rows[(*head, label)].accuracies.setdefault(n, []).append(accuracy)
+    return dict(sorted(rows.items(), key=lambda item: _order(item[0])))
+
+
+def _order(key: Key) -> tuple[Any, ...]:
+    dataset, method, abl, setting, label = key
+    setting_order = [(k, _natural(v)) for k, v in setting]
+    return dataset, method, abl, setting_order, list(CLASSIFIERS.values()).index(label)
+
+
+def _cell(values: list[float], seeds: int) -> str:
+    """Mean ± std in %, and how many runs when fewer than the row's seeds have the budget."""
     if not values:
         return ""
-    mean = 100 * float(np.mean(values))
-    if len(values) == 1:
-        return f"{mean:.2f}"
-    return f"{mean:.2f} ± {100 * float(np.std(values)):.2f} ({len(values)})"
+    text = f"{100 * float(np.mean(values)):.2f}"
+    if len(values) > 1:
+        text += f" ± {100 * float(np.std(values)):.2f}"
+    return text if len(values) == seeds else f"{text} ({len(values)})"
 
 
-def markdown(cells: dict[Key, dict[int, list[float]]]) -> str:
-    """One Markdown table per dataset."""
+def _md(text: str) -> str:
+    return text.replace("|", "\\|")  # a table cell must not end at a '|' inside a value
+
+
+def markdown(rows: dict[Key, Row], skipped: Sequence[Skipped] = ()) -> str:
+    """One Markdown table per dataset, then the run folders that do not count."""
     out = io.StringIO()
-    for dataset in sorted({k[0] for k in cells}):
-        keys = sorted(k for k in cells if k[0] == dataset)
-        budgets = sorted({n for k in keys for n in cells[k]})
+    for dataset in sorted({k[0] for k in rows}):
+        keys = [k for k in rows if k[0] == dataset]
+        budgets = sorted({n for k in keys for n in rows[k].accuracies})
         out.write(f"### {dataset}: test accuracy (%)\n\n")
-        out.write("| method | ablation | classifier | " + " | ".join(map(str, budgets)) + " |\n")
-        out.write("|---|---|---|" + "---|" * len(budgets) + "\n")
+        out.write("| method | ablation | classifier | setting | seeds | ")
+        out.write(" | ".join(map(str, budgets)) + " |\n")
+        out.write("|---|---|---|---|---|" + "---|" * len(budgets) + "\n")
         for k in keys:
-            row = [_cell(cells[k].get(n, [])) for n in budgets]
-            out.write(f"| {k[1]} | {k[2] or '-'} | {k[3]} | " + " | ".join(row) + " |\n")
+            row = rows[k]
+            cells = [_cell(row.accuracies.get(n, []), row.seeds) for n in budgets]
+            head = [k[1], k[2] or "-", k[4], _md(setting_text(k[3])), str(row.seeds)]
+            out.write("| " + " | ".join(head + cells) + " |\n")
+        out.write("\n")
+    if skipped:
+        out.write("### Runs not counted\n\n| folder | status |\n|---|---|\n")
+        for s in skipped:
+            out.write(f"| {_md(str(s.folder))} | {_md(s.reason)} |\n")
         out.write("\n")
     return out.getvalue()
 
 
+def csv_text(rows: dict[Key, Row]) -> str:
+    """report.csv: one line per cell, test accuracy as a fraction (`runs`: runs in the cell)."""
+    out = io.StringIO()
+    w = csv.writer(out)
+    header = ["dataset", "method", "ablation", "classifier", "n", "mean", "std", "runs"]
+    w.writerow([*header, "setting", "seeds"])
+    for (dataset, method, abl, setting, label), row in rows.items():
+        for n, v in sorted(row.accuracies.items()):
+            mean, std = f"{np.mean(v):.6f}", f"{np.std(v):.6f}"
+            text = setting_text(setting)
+            w.writerow([dataset, method, abl, label, n, mean, std, len(v), text, row.seeds])
+    return out.getvalue()
+
+
+def x_label(dataset: str) -> str:
+    """The accuracy plot's x axis: what one label of `dataset`'s budgets is."""
+    return X_LABELS.get(dataset, VIDEO_LABELS)
+
+
+def curves(rows: dict[Key, Row], dataset: str) -> dict[str, dict[int, float]]:
+    """The accuracy plot's lines for `dataset`, in row order: name -> {budget: mean accuracy}."""
+    out = {}
+    for (ds, method, abl, setting, label), row in rows.items():
+        if ds == dataset:
+            shown = setting_text(setting) if setting else ""
+            name = " ".join(filter(None, (method, abl, label, shown)))
+            out[name] = {n: float(np.mean(v)) for n, v in row.accuracies.items()}
+    return out
+
+
 def write_report(root: str | Path, out_dir: str | Path | None = None) -> Path:
-    """Collect the runs under `root`, write report.md, report.csv and the PNGs; returns the .md."""
+    """Collect the runs under `root`, write report.md, report.csv and the PNGs; returns the .md.
+
+    The run folders that do not count are printed on stderr, one line each.
+    """
     from .plots import save_accuracy_curves
 
-    cells = collect(root)
-    if not cells:
+    runs, skipped = read_runs(root)
+    for s in skipped:
+        print(f"not counted: {s.folder}: {s.reason}", file=sys.stderr)
+    rows = table(runs)
+    if not rows:
         raise FileNotFoundError(
-            f"no finished label budget found under {root}; point it at a results folder "
-            "holding run folders (config.json and result.json)."
+            f"no finished label budget found under {root} in a COMPLETED run; point it at a "
+            "results folder holding run folders (config.json, run.json and result.json)."
         )
     out = Path(out_dir or root)
     out.mkdir(parents=True, exist_ok=True)
     md = out / "report.md"
-    md.write_text(markdown(cells))
-    with open(out / "report.csv", "w", newline="") as f:
-        w = csv.writer(f)
-        w.writerow(["dataset", "method", "ablation", "classifier", "n", "mean", "std", "runs"])
-        for k in sorted(cells):
-            for n in sorted(cells[k]):
-                v = cells[k][n]
-                w.writerow([*k, n, f"{np.mean(v):.6f}", f"{np.std(v):.6f}", len(v)])
-    for dataset in sorted({k[0] for k in cells}):
-        curves = {
-            " ".join(filter(None, k[1:])): {n: float(np.mean(v)) for n, v in cells[k].items()}
-            for k in cells
-            if k[0] == dataset
-        }
-        save_accuracy_curves(curves, out / f"accuracy_{dataset}.png", title=dataset)
+    atomic_write_text(md, markdown(rows, skipped))
+    atomic_write_text(out / "report.csv", csv_text(rows))
+    for dataset in sorted({k[0] for k in rows}):
+        path = out / f"accuracy_{dataset}.png"
+        save_accuracy_curves(curves(rows, dataset), path, title=dataset, xlabel=x_label(dataset))
     return md
 
 
@@ -120,7 +321,7 @@ def main(argv: list[str] | None = None) -> int:
     except (FileNotFoundError, OSError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
-    print(md.read_text(), end="")
+    print(md.read_text(encoding="utf-8"), end="")
     print(f"written: {md}, {md.with_suffix('.csv')} and accuracy_*.png", file=sys.stderr)
     return 0
 
