@@ -5,11 +5,11 @@ For mnistrotated, cifar10scanned and coil100 at their paper batch sizes and shap
 group methods `groupwtacnn` and `groupwtacrnn` (k_spatial = k_lifetime = 1), on synthetic
 uniform [0, 1) videos, all in this one process (so all cases share the allocator setting):
 
-  a fp32  the project's full pretraining step (`VideoModel.pretrain_loss`, backward,
-          `train.clip_each_` for the CRNN, Adam from `train.Stage`) with the settings of
+  a fp32  the project's full pretraining step (`VideoModel.pretrain_loss`, backward, the
+          method's global-norm clipping and Keras' Adam from `train.Stage`) with the settings of
           `gksparse.runtime.configure(device)` and `runtime.prepare_model`, autocast off;
-  a fast  the same with the project's fastest settings (bf16 autocast: `fast_cpu=True` on
-          the CPU, the default on CUDA);
+  a fast  the same with the project's fastest settings (bf16 autocast: `fast_cpu=True`,
+          `autocast=True` in the experiments);
   b conv  a lower bound: the encoder's convolutions alone (and the recurrent layer's input
           and state convolutions for the CRNN), forward and backward, fp32: the smaller of
           `b direct` (oneDNN, NHWC; cuDNN on CUDA) and `b project` (the project's own
@@ -17,7 +17,7 @@ uniform [0, 1) videos, all in this one process (so all cases share the allocator
           the fused recurrence runs it);
   c naive a reference step written in this file: dense transposed-convolution decoder,
           `torch.topk` + scatter masks, the recurrence frame by frame as the formulas read,
-          fp32, NCHW, Adam (per-tensor clip_grad_norm_ for the CRNN).
+          fp32, NCHW, torch's Adam (clip_grad_norm_ for the CRNN).
 
 Cases alternate within every round, so drifting load hits them alike; each time is the
 median over the rounds after two warm-up rounds. `check` compares the first gradients of
@@ -58,9 +58,10 @@ from gksparse import runtime
 from gksparse.fftconv import conv2d_same, use_fft
 from gksparse.layers import FrameConv2d
 from gksparse.models import ModelConfig, VideoModel, build_model
+from gksparse.optim import clip_grad_norm_
 from gksparse.recurrence import ConvMinimalRNN2d, _StateConv
 from gksparse.sparsity import group_ksparse_chain
-from gksparse.train import ClassificationLoss, Stage, autocast, clip_each_, pretrain_loss
+from gksparse.train import ClassificationLoss, Stage, autocast, pretrain_loss
 
 DEVICE = torch.device("cpu")  # `--device`
 
@@ -142,8 +143,8 @@ def stage_step(
         loss.backward()
         if first is not None and not first:
             first.extend(p.grad.detach().float().clone() for p in probed(model))
-        if stage.clipnorm is not None:
-            clip_each_(stage.params, stage.clipnorm)
+        if stage.clipnorm:
+            clip_grad_norm_(stage.params, stage.clipnorm)
         optimizer.step()
         return value
 
@@ -157,14 +158,13 @@ def project_step(
 
     first: filled with the gradients of `probed(model)` of the first call.
     """
-    recurrent = model.method.recurrent
     stage = Stage(
         "pretrain",
         model.trainable("pretrain"),
         pretrain_loss,
         epochs=1,
         batch_size=len(batch["video"]),
-        clipnorm=1.0 if recurrent else None,
+        clipnorm=model.method.clipnorm,
     )
     return stage_step(model, stage, batch, use_autocast, first)
 
@@ -328,8 +328,7 @@ def naive_step(
         if first is not None and not first:
             first.extend(p.grad.detach().clone() for p in probed(naive))
         if recurrent:
-            for p in params:
-                nn.utils.clip_grad_norm_(p, 1.0)
+            nn.utils.clip_grad_norm_(params, 1.0)
         optimizer.step()
         return float(loss.detach())
 
@@ -345,12 +344,12 @@ def classifier_step(
     stage = Stage(
         stage_name,
         model.trainable(stage_name),
-        ClassificationLoss(torch.ones(model.config.classes)),
+        ClassificationLoss(),
         epochs=1,
         batch_size=len(batch["video"]),
         optimizer="adam" if stacked else "sgd",
         lr=1e-4 if stacked else 1e-5,
-        clipnorm=None if stacked or not model.method.recurrent else 1.0,
+        clipnorm=model.method.clipnorm,
     )
     return stage_step(model, stage, batch, use_autocast)
 

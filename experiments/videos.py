@@ -20,7 +20,6 @@ ex = make_experiment(
         "test_split": None,  # e.g. ucfTrainTestlist/testlist01.txt
         "test_dir": None,
         "test_fraction": 0.2,
-        "zca": True,  # whitening fitted on the training clips, as for COIL-100
         "zca_clips": None,  # fit it on that many clips (None: all)
         "workers": 0,  # DataLoader processes that decode the videos
         "cache_dir": None,  # clips as memory maps there, for folders too large for memory
@@ -49,7 +48,6 @@ def folder_options(
     test_split,
     test_dir,
     test_fraction,
-    zca,
     zca_clips,
     workers,
     cache_dir,
@@ -64,7 +62,6 @@ def folder_options(
         test_split=test_split,
         test_dir=test_dir,
         test_fraction=test_fraction,
-        zca=zca,
         zca_clips=zca_clips,
         workers=workers,
         cache_dir=cache_dir,

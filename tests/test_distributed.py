@@ -15,6 +15,7 @@ import socket
 import subprocess
 import sys
 import traceback
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -22,7 +23,7 @@ import pytest
 import torch
 import torch.multiprocessing as mp
 
-from gksparse import distributed
+from gksparse import distributed, runtime
 from gksparse.data.videos import Videos
 from gksparse.distributed import (
     global_lifetime,
@@ -31,7 +32,13 @@ from gksparse.distributed import (
     shard_bounds,
 )
 from gksparse.models import ModelConfig, build_model
-from gksparse.sparsity import group_ksparse, group_ksparse_chain, ksparse, ksparse_chain
+from gksparse.sparsity import (
+    group_ksparse,
+    group_ksparse_chain,
+    ksparse,
+    ksparse_chain,
+    topk_mask,
+)
 from gksparse.train import (
     ClassificationLoss,
     Stage,
@@ -82,21 +89,24 @@ def on_ranks(fn, *args, tmp_path: Path, world: int = 2) -> list:
 
 
 # -- global lifetime sparsity --------------------------------------------------------------
-def codes(tied: bool = True) -> torch.Tensor:
-    """A ReLU code `(4, 3, 8, 5, 5)` (N, T, C, H, W). `tied`: samples 0 and 2 are equal, so
-    every lifetime winner in sample 0 ties with sample 2, held by the other rank."""
+def codes() -> torch.Tensor:
+    """A ReLU code `(4, 3, 8, 5, 5)` (N, T, C, H, W) whose samples 0 and 2 are equal, so every
+    lifetime winner in sample 0 ties with sample 2, held by the other rank."""
     x = torch.relu(torch.randn(4, 3, 8, 5, 5, generator=torch.Generator().manual_seed(0)))
-    if tied:
-        x[2] = x[0]
+    x[2] = x[0]
     return x
 
 
-def first_topk_mask(scores: torch.Tensor, k: int, dims: tuple[int, int]) -> torch.Tensor:
-    """The top-k mask over leading `dims` (0, 1) that breaks ties towards the first index."""
-    flat = scores.flatten(0, 1)
-    order = torch.sort(flat, dim=0, descending=True, stable=True).indices[:k]
-    mask = torch.zeros_like(flat, dtype=torch.bool).scatter_(0, order, True)
-    return mask.unflatten(0, scores.shape[:2])
+def first_topk_mask(scores: torch.Tensor, k: int, dims: tuple[int, ...]) -> torch.Tensor:
+    """The top-k mask over `dims` that breaks ties towards the first flat index (the dims
+    flattened in ascending order), by a stable sort: tf.nn.top_k's rule."""
+    dims = tuple(sorted(dims))
+    rest = [d for d in range(scores.ndim) if d not in dims]
+    moved = scores.permute(*rest, *dims)
+    flat = moved.reshape(*moved.shape[: len(rest)], -1)
+    order = torch.sort(flat, dim=-1, descending=True, stable=True).indices[..., :k]
+    mask = torch.zeros_like(flat, dtype=torch.bool).scatter_(-1, order, True)
+    return mask.reshape(moved.shape).permute(*torch.argsort(torch.tensor([*rest, *dims])))
 
 
 STEPS = {  # lifetime k: the steps (spatial, lifetime); k = 100 keeps every spatial winner
@@ -110,8 +120,8 @@ def _sparse_shards() -> dict:
     a, b = shard_bounds(4, distributed.rank(), distributed.world_size())
     out = {}
     for k, steps in STEPS.items():
-        # k = 1 ties across ranks; k > 1 (whose one-process top-k breaks ties anyhow) does not
-        shard = codes(tied=k == 1)[a:b].clone().requires_grad_(True)
+        # ties across ranks for every k: the one-process rule (the lowest flat index) decides
+        shard = codes()[a:b].clone().requires_grad_(True)
         for sparsity in ("plain", "group"):
             y = global_sparse_chain(shard, steps, sparsity, groups=4)
             (grad,) = torch.autograd.grad(y.sum(), shard)
@@ -133,7 +143,7 @@ def test_global_lifetime_winners_of_two_ranks_are_those_of_the_whole_batch(tmp_p
     ranks = on_ranks(_sparse_shards, tmp_path=tmp_path)
     for sparsity in ("plain", "group"):
         for k in STEPS:
-            x = codes(tied=k == 1)
+            x = codes()
             got = torch.cat([r[sparsity, k][0] for r in ranks])
             grad = torch.cat([r[sparsity, k][1] for r in ranks])
             (ks, sdims), (kl, ldims) = STEPS[k]
@@ -180,6 +190,44 @@ def test_global_topk_breaks_ties_towards_the_lower_rank_then_the_first_index(tmp
         got = torch.cat([r[i] for r in ranks])
         assert torch.equal(got, first_topk_mask(both, k, (0, 1))), k
         assert got.sum() == k * 2  # exactly k winners per column
+
+
+def tie_scores(n: int, dtype: torch.dtype = torch.float32) -> torch.Tensor:
+    """Scores `(n, 3, 2, 2, 3)` of the levels 0, 1, 2 only: exact ties at every k-th place,
+    within and across ranks. fp64: the levels 1 + 1e-12 * (0, 1, 2), equal in fp32."""
+    x = torch.randint(0, 3, (n, 3, 2, 2, 3), generator=torch.Generator().manual_seed(n))
+    return x.float() if dtype == torch.float32 else 1 + 1e-12 * x.to(dtype)
+
+
+TIE_DIMS = [(0, 1), (0, 1, 3), (0, 2), (0, 1, 3, 4)]
+TIE_KS = (1, 2, 3, 5, 8)
+
+
+def _tied_global_masks(n: int) -> dict:
+    a, b = shard_bounds(n, distributed.rank(), distributed.world_size())
+    out = {}
+    for dtype in (torch.float32, torch.float64):
+        x = tie_scores(n, dtype)[a:b]
+        for dims in TIE_DIMS:
+            for k in TIE_KS:
+                out[dtype, dims, k] = global_topk_mask(x, k, dims)
+    return out
+
+
+@pytest.mark.parametrize("n", [4, 5])  # 5: shards of 3 and 2 samples
+def test_global_topk_with_ties_is_the_one_process_mask_of_the_whole_batch(n, tmp_path):
+    ranks = on_ranks(_tied_global_masks, n, tmp_path=tmp_path)
+    for (dtype, dims, k), mine in ranks[0].items():
+        x = tie_scores(n, dtype)
+        got = torch.cat([mine, ranks[1][dtype, dims, k]])
+        want = topk_mask(x, k, dims)
+        assert torch.equal(got, want), (dtype, dims, k)
+        assert torch.equal(want, first_topk_mask(x, k, dims)), (dtype, dims, k)
+    # the data ties at the k-th place across the ranks' shards
+    x = tie_scores(n).flatten(0, 1)
+    third = x.topk(3, dim=0).values[-1]
+    rows = shard_bounds(n, 0, 2)[1] * 3  # rank 0's rows of the (N*T, ...) batch
+    assert ((x[:rows] == third).any(0) & (x[rows:] == third).any(0)).float().mean() > 0.5
 
 
 # -- training and evaluation -----------------------------------------------------------------
@@ -276,6 +324,33 @@ def test_two_processes_train_like_one_on_the_same_global_batches(case, tmp_path)
     assert one["moved"] > 1e-3  # the weights did change, far beyond the tolerance
 
 
+def _ddp_warnings() -> list[str]:
+    """The Python warnings of pretraining steps under DDP, models laid out as on the CPU."""
+    caught = []
+    for method, in_channels in (("groupwtacnn", 1), ("wtacrnn", 3), ("denoisingcnn", 1)):
+        torch.manual_seed(0)
+        cfg = ModelConfig(method, in_channels, 8, 8, 3, filters=8, dec_kernel=5, groups=2)
+        model = runtime.prepare_model(build_model(cfg), runtime.configure(CPU, allocator=False))
+        assert model.decoder.weight.stride()[1] == 1  # channels-last, as on the CPU
+        stage = Stage(
+            "pretrain", model.trainable("pretrain"), pretrain_loss, epochs=1, batch_size=4
+        )
+        videos = Videos(np.repeat(tiny_videos(8).videos, in_channels, axis=2))
+        with warnings.catch_warnings(record=True) as caught_here:
+            warnings.simplefilter("always")
+            fit(model, stage, videos, device=CPU, progress=False)
+        caught += [f"{method}: {w.category.__name__}: {w.message}" for w in caught_here]
+    return caught
+
+
+def test_ddp_steps_of_channels_last_models_warn_nothing(tmp_path):
+    # The sparse decoder returned the kernel gradient of a channels-last (F, 1, k, k) kernel
+    # with contiguous strides, the same memory order but other strides in the size-1 dim:
+    # DDP warned "Grad strides do not match bucket view strides" on every rank.
+    for r, caught in enumerate(on_ranks(_ddp_warnings, tmp_path=tmp_path)):
+        assert caught == [], f"rank {r}: " + "\n".join(caught)
+
+
 def _odd_batch() -> str:
     model = build_model(ModelConfig("groupwtacnn", 1, 8, 8, 3, filters=8, groups=2))
     stage = Stage("pretrain", model.trainable("pretrain"), pretrain_loss, epochs=1, batch_size=5)
@@ -340,7 +415,7 @@ def test_smoke_protocol_under_torchrun_on_two_processes(tmp_path, env):
     args = ["groupwtacnn", "smoke", "seed=5", f"data_dir={SHARED}", "progress=False"]
     two = run_torchrun(*args, f"results_dir={tmp_path / 'two'}", env=env)
     assert two.returncode == 0, two.stderr[-3000:]
-    assert two.stdout.count("run folder: ") == 1  # rank 0 alone records the run
+    assert two.stdout.count("run folder: ") == 2  # rank 0 alone (at the start and the end)
     folder = Path(two.stdout.split("run folder: ")[1].split()[0])
     assert folder.parent == tmp_path / "two" / "mnistrotated"
     assert [p.name for p in (tmp_path / "two" / "mnistrotated").iterdir() if p.name[0] != "_"] == [

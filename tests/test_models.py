@@ -15,11 +15,12 @@ from gksparse.models import (
     ModelConfig,
     build_model,
     get_method,
+    stretch_frames,
 )
 from gksparse.sparsity import group_ksparse, group_norms, ksparse
 
-PRETRAINED = sorted(name for name, m in METHODS.items() if m.target is not None)
-NOT_PRETRAINED = sorted(name for name, m in METHODS.items() if m.target is None)
+PRETRAINED = sorted(name for name, m in METHODS.items() if m.pretrained)
+NOT_PRETRAINED = sorted(name for name, m in METHODS.items() if not m.pretrained)
 
 
 def small_config(method: str, **overrides) -> ModelConfig:
@@ -71,7 +72,11 @@ def test_methods_table_is_the_papers():
     assert set(NOT_PRETRAINED) == {"randominitcnn", "randominitcrnn", "vgg19"}
     for name, m in METHODS.items():
         assert m.recurrent == name.endswith("crnn"), name
-        assert (m.target == "next") == (m.recurrent and m.target is not None), name
+        assert (m.target == "next") == m.recurrent, name
+        assert (m.target is None) == (name == "vgg19"), name  # randominit*: a random decoder
+        # METHOD.md 5.1: Keras clipnorm 1 for these three only (not denoisingcrnn)
+        assert m.clipnorm == (1.0 if name in ("wtacrnn", "groupwtacrnn", "randominitcrnn") else 0)
+        assert m.whiten == (name != "vgg19"), name  # the reference never whitened for vgg19
         assert (m.input_dropout == 0.3) == name.startswith("denoising"), name
         assert m.sparsity == ("group" if "group" in name else "plain" if "wta" in name else "none")
     assert METHODS["slowgroupwtacnn"].slowness == 1e-4
@@ -114,13 +119,18 @@ def test_methods_without_pretraining_say_so(method, t):
     model = small_model(method, **kw)
     x = batch(t, h=kw.get("height", 6), w=kw.get("width", 6))
     assert model(x).shape == (2, 3)
-    assert model.decoder is None
     with pytest.raises(ValueError, match="no pretraining"):
         model.trainable("pretrain")
-    with pytest.raises(ValueError, match="no pretraining"):
-        model.reconstruct(x)
-    with pytest.raises(ValueError, match="no pretraining"):
-        model.pretrain_loss(x)
+    if method == "vgg19":
+        assert model.decoder is None
+        with pytest.raises(ValueError, match="no pretraining"):
+            model.reconstruct(x)
+        with pytest.raises(ValueError, match="no pretraining"):
+            model.pretrain_loss(x)
+    else:  # the reference reported the losses of their random decoder
+        out, code = model.reconstruct(x)
+        assert out.shape == x.shape and code.shape == (2, t, 8, 6, 6)
+        assert torch.isfinite(model.pretrain_loss(x))
 
 
 def test_one_model_serves_every_sequence_length():
@@ -176,7 +186,8 @@ def test_trainable_sets(method):
     assert ids(model.trainable("finetune")) == enc | head
     if model.decoder is not None:
         dec = ids(model.decoder.parameters())
-        assert ids(model.trainable("pretrain")) == enc | dec
+        if METHODS[method].pretrained:
+            assert ids(model.trainable("pretrain")) == enc | dec
         assert not dec & ids(model.trainable("finetune"))
     if METHODS[method].recurrent:
         assert ids(model.encoder.rnn.parameters()) <= ids(model.trainable("finetune"))
@@ -271,8 +282,8 @@ def test_group_code_is_spatial_then_lifetime_group_ksparse(k_spatial, k_lifetime
 def test_code_of_black_background_videos_keeps_k_winners(method):
     # Rotated MNIST and COIL-100 frames are mostly black. Once the conv biases are nonzero,
     # every all-black neighbourhood gives the same activation vector, so the lifetime contest
-    # at such a position is an exact tie among all N*T entries. METHOD.md section 2: keep
-    # k_lifetime of them (either one), not all.
+    # at such a position is an exact tie among all N*T entries. METHOD.md 5.1: keep
+    # k_lifetime of them (the first ones, as tf.nn.top_k), not all.
     model = small_model(method, height=8, width=8).eval()
     with torch.no_grad():
         for conv in model.encoder.convs:
@@ -403,6 +414,32 @@ def test_vgg19_grey_is_repeated_and_padded_bottom_right(vgg_grey):
     torch.testing.assert_close(as_rgb, feats)
     torch.testing.assert_close(padded, feats)
     assert not torch.allclose(shifted, feats)
+
+
+def test_frames_for_vgg19_are_stretched_to_their_range_and_quantised():
+    f = torch.tensor([[[[0.2, 0.4], [0.6, 0.3]]], [[[-1.0, -1.0], [-1.0, -1.0]]]])  # (2,1,2,2)
+    got = stretch_frames(f)
+    # frame 0: (x - 0.2) / 0.4 * 255, truncated as uint8 does: 0, 127, 255, 63
+    want = torch.tensor([[[[0, 127], [255, 63]]], [[[0, 0], [0, 0]]]]) / 255
+    torch.testing.assert_close(got, want.float())
+    scaled = stretch_frames(3 * f[:1] + 7)  # any affine contrast gives the same frame
+    torch.testing.assert_close(scaled, got[:1])
+
+
+@pytest.mark.vgg
+def test_vgg19_sees_each_frame_stretched_then_normalised_for_imagenet(vgg_grey, monkeypatch):
+    seen = []
+    features = vgg_grey.encoder.features
+    monkeypatch.setattr(vgg_grey.encoder, "features", lambda f: seen.append(f) or features(f))
+    x = batch(2, c=1, h=14, w=14) * 0.01 - 3.0  # dim, shifted frames (e.g. whitened)
+    with torch.no_grad():
+        vgg_grey.encoder(x)
+    f = seen[0] * vgg_grey.encoder.std + vgg_grey.encoder.mean  # undo ImageNet's normalisation
+    assert f.shape == (4, 3, 32, 32)
+    lo, hi = f.amin(dim=(1, 2, 3)), f.amax(dim=(1, 2, 3))
+    torch.testing.assert_close(hi, torch.ones(4))  # each frame stretched to 0..1
+    torch.testing.assert_close(lo, torch.zeros(4))
+    torch.testing.assert_close(f * 255, (f * 255).round(), atol=1e-4, rtol=0)  # 0..255 steps
 
 
 @pytest.mark.vgg

@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 import torch
 
+import gksparse.config as config_module
 import gksparse.data as datasets
 from gksparse.checkpoint import load_checkpoint
 from gksparse.data.videos import VideoData, Videos
@@ -30,6 +31,7 @@ def tiny_data(seed: int = 0, n: int = 90, t: int = 4, classes: int = 3) -> Video
 def tiny(monkeypatch):
     data = tiny_data()
     monkeypatch.setattr(datasets, "load", lambda name, **kw: data)
+    monkeypatch.setattr(config_module, "DATASETS", (*config_module.DATASETS, "tiny"))
     return data
 
 
@@ -98,12 +100,24 @@ def test_result_structure_and_files(tiny, tmp_path):
     assert all(value > 0 for value in seconds.values())
 
 
-def test_method_without_pretraining_saves_its_initial_weights(tiny, tmp_path):
-    result = run_protocol(config(method="randominitcnn", num_labeled=[60]), tmp_path)
-    assert result["pretrain"] == {"pretrained": False}
-    model, _ = load_checkpoint(tmp_path / "pretrained.pt")
-    torch.manual_seed(0)
-    assert model.decoder is None and "60" in result["budgets"]
+@pytest.mark.parametrize("method", ["randominitcnn", "randominitcrnn"])
+def test_method_without_pretraining_reports_its_random_decoder(tiny, tmp_path, method):
+    # As the reference: no training, but the reconstruction losses and pictures of the
+    # random decoder, and the random initial weights saved (the same for the same seed).
+    result = run_protocol(config(method=method, num_labeled=[60]), tmp_path / "a")
+    pre = result["pretrain"]
+    assert pre["pretrained"] is False and "history" not in pre
+    assert pre["train_loss"] > 0 and pre["test_loss"] > 0
+    for name in ("reconstructions.png", "decoder_filters.png"):
+        assert (tmp_path / "a" / name).is_file()
+    again = Protocol(config(method=method, num_labeled=[]), tmp_path / "b")
+    pre_data, cls = again.load_data()
+    again.pretrain(pre_data, cls, again.model_config(pre_data, cls))
+    a, _ = load_checkpoint(tmp_path / "a" / "pretrained.pt")
+    b, _ = load_checkpoint(tmp_path / "b" / "pretrained.pt")
+    for (name, x), y in zip(a.state_dict().items(), b.state_dict().values(), strict=True):
+        assert torch.equal(x, y), name
+    assert a.decoder.weight.abs().sum() > 0 and "60" in result["budgets"]
 
 
 def test_finished_stages_are_not_redone(tiny, tmp_path, monkeypatch):
@@ -154,7 +168,7 @@ def test_stacked_stage_on_cached_features_equals_running_the_encoder(tiny, tmp_p
     for cache_gb in (0.0, 1.0):
         p = Protocol(config(feature_cache_gb=cache_gb), tmp_path / str(cache_gb))
         pre, cls = p.load_data()
-        p.pretrain(pre, p.model_config(pre, cls))
+        p.pretrain(pre, cls, p.model_config(pre, cls))
         train, val, _ = cls.labeled_split(60, np.random.default_rng(0))
         model = load_checkpoint(tmp_path / str(cache_gb) / "pretrained.pt")[0]
         assert p.can_cache_features(train, val, model) == (cache_gb > 0)
@@ -175,7 +189,7 @@ def test_stacked_stage_on_cached_features_equals_running_the_encoder(tiny, tmp_p
 def test_denoising_methods_do_not_cache_features(tiny, tmp_path):
     p = Protocol(config(method="denoisingcnn"), tmp_path)
     pre, cls = p.load_data()
-    model = p.pretrain(pre, p.model_config(pre, cls))
+    model = p.pretrain(pre, cls, p.model_config(pre, cls))
     train, val, _ = cls.labeled_split(60, np.random.default_rng(0))
     assert not p.can_cache_features(train, val, model)
 
@@ -187,3 +201,166 @@ def test_ablations_set_k_to_everything(tiny, tmp_path):
     assert mc.k_spatial == 8 * 8 and mc.k_lifetime == 10 * 4
     mc = Protocol(config(), tmp_path / "b").model_config(pre, cls)
     assert (mc.k_spatial, mc.k_lifetime) == (1, 1)
+
+
+# -- the reference's training rules (METHOD.md 5.1, 5.2) --------------------------------------
+def spy_on_fit(monkeypatch) -> list[dict]:
+    """Record, for every `fit` of the protocol: the stage, its loss, the head's dense weight
+    and whether its optimizer already has a state, all at the start of the stage."""
+    import gksparse.protocol as protocol
+
+    calls, real = [], protocol.fit
+
+    def spy(model, stage, *args, optimizer=None, **kw):
+        calls.append(
+            {
+                "stage": stage.name,
+                "loss": stage.loss,
+                "clipnorm": stage.clipnorm,
+                "optimizer": stage.optimizer,
+                "head": model.head.dense.weight.detach().clone(),
+                "state": bool(optimizer is not None and optimizer.state_dict()["state"]),
+            }
+        )
+        return real(model, stage, *args, optimizer=optimizer, **kw)
+
+    monkeypatch.setattr(protocol, "fit", spy)
+    return calls
+
+
+@pytest.mark.parametrize("carry", [True, False])
+def test_the_head_carries_over_between_budgets_or_starts_fresh(tiny, tmp_path, monkeypatch, carry):
+    calls = spy_on_fit(monkeypatch)
+    run_protocol(config(num_labeled=[30, 60], carry_head=carry), tmp_path)
+    assert [c["stage"] for c in calls] == ["pretrain", "stacked", "finetune"] * 1 + [
+        "stacked",
+        "finetune",
+    ]
+    pretrained = load_checkpoint(tmp_path / "pretrained.pt")[0].head.dense.weight
+    after_first = load_checkpoint(tmp_path / "finetune_n30.pt")[0].head.dense.weight
+    assert not torch.equal(pretrained, after_first)  # the first budget trained the head
+    second = calls[3]  # the stacked stage of budget 60
+    assert torch.equal(calls[1]["head"], pretrained)  # the first budget starts pretrained
+    if carry:  # the reference on Rotated MNIST and Scanned CIFAR-10
+        assert torch.equal(second["head"], after_first)
+        assert second["state"] and calls[4]["state"]  # both optimizers continue
+    else:
+        assert torch.equal(second["head"], pretrained)
+        assert not second["state"] and not calls[4]["state"]
+
+
+@pytest.mark.parametrize("carry", [True, False])
+def test_a_run_killed_between_budgets_resumes_to_the_same_result(tiny, tmp_path, carry):
+    cfg = config(num_labeled=[30, 60], carry_head=carry, epochs=2)
+    expected = run_protocol(cfg, tmp_path / "whole")
+
+    class Killed(Exception):
+        pass
+
+    def kill_in_second_budget(name, value, step):
+        if name.startswith("n60.stacked"):
+            raise Killed
+
+    with pytest.raises(Killed):
+        run_protocol(cfg, tmp_path / "cut", kill_in_second_budget)
+    assert set(json.loads((tmp_path / "cut" / "result.json").read_text())["budgets"]) == {"30"}
+    resumed = run_protocol(cfg, tmp_path / "cut")
+    for n in ("30", "60"):
+        for stage in ("stacked", "finetune"):
+            for split in ("train", "val", "test"):
+                got, want = (r["budgets"][n][stage][split] for r in (resumed, expected))
+                assert got["accuracy"] == want["accuracy"]
+                assert got["loss"] == pytest.approx(want["loss"], rel=1e-5)
+
+
+def test_default_rules_keras_adam_global_clip_unweighted(tiny, tmp_path, monkeypatch):
+    calls = spy_on_fit(monkeypatch)
+    run_protocol(config(method="groupwtacrnn", epochs=1), tmp_path / "rnn")
+    assert [c["optimizer"] for c in calls] == ["adam", "adam", "sgd"]  # Keras' Adam
+    assert [c["clipnorm"] for c in calls] == [1.0, 1.0, 1.0]  # all three stages
+    assert all(getattr(c["loss"], "weights", None) is None for c in calls[1:])  # unweighted
+    calls.clear()
+    run_protocol(
+        config(epochs=1, class_weight="balanced", adam="torch", clipnorm=0.5), tmp_path / "alt"
+    )
+    assert [c["optimizer"] for c in calls] == ["torch_adam", "torch_adam", "sgd"]
+    assert [c["clipnorm"] for c in calls] == [0.5, 0.5, 0.5]
+    weights = calls[1]["loss"].weights
+    assert weights is not None and torch.allclose(weights, torch.ones(3), atol=0.2)
+    calls.clear()
+    run_protocol(config(method="denoisingcrnn", epochs=1), tmp_path / "den")
+    assert [c["clipnorm"] for c in calls] == [0.0, 0.0, 0.0]  # the reference never clipped it
+
+
+@pytest.mark.parametrize(
+    ("method", "zca", "want"),
+    [("groupwtacnn", None, None), ("vgg19", None, False), ("vgg19", True, True)],
+)
+def test_vgg19_gets_unwhitened_frames(method, zca, want, tmp_path, monkeypatch):
+    seen = []
+    monkeypatch.setattr(datasets, "load", lambda name, **kw: seen.append(kw) or tiny_data())
+    monkeypatch.setattr(config_module, "DATASETS", (*config_module.DATASETS, "tiny"))
+    Protocol(config(method=method, zca=zca), tmp_path).load_data()
+    assert seen[0]["zca"] is want  # None: the dataset's own choice
+
+
+def test_pictures_show_training_and_test_videos(tiny, tmp_path, monkeypatch):
+    import gksparse.plots as plots
+
+    seen = {}
+    real = plots.save_reconstructions
+    monkeypatch.setattr(
+        plots, "save_reconstructions", lambda *a, **k: seen.update(k) or real(*a, **k)
+    )
+    run_protocol(config(num_labeled=[], pictures=2), tmp_path)
+    assert seen["labels"] == ["train", "train", "test", "test"]
+    assert (tmp_path / "reconstructions.png").is_file()
+
+
+def test_transfer_runs_report_the_loss_on_the_classification_videos(tmp_path, monkeypatch):
+    # NEC Animal: pretrained on its own videos, classified on COIL-100, whose reconstruction
+    # loss the reference reported as its 'test' loss.
+    other = tiny_data(seed=5)
+    other.name = "tiny2"
+    monkeypatch.setattr(
+        datasets, "load", lambda name, **kw: other if name == "tiny2" else tiny_data()
+    )
+    monkeypatch.setattr(config_module, "DATASETS", (*config_module.DATASETS, "tiny"))
+    monkeypatch.setattr(
+        config_module, "LABELED", {**config_module.LABELED, "tiny2": ("random", 90, 3)}
+    )
+    result = run_protocol(config(classify_dataset="tiny2", num_labeled=[60]), tmp_path)
+    pre = result["pretrain"]
+    assert pre["tiny2_loss"] > 0 and pre["tiny2_loss"] != pre["train_loss"]
+
+
+def test_damaged_records_are_one_sentence_naming_the_file(tiny, tmp_path):
+    cfg = config(epochs=3)
+
+    class Killed(Exception):
+        pass
+
+    def kill(name, value, step):
+        if name == "pretrain.loss" and step == 2:  # epoch 1's state is saved
+            raise Killed
+
+    with pytest.raises(Killed):
+        run_protocol(cfg, tmp_path, kill)
+    state = tmp_path / "pretrain_state.pt"
+    state.write_bytes(state.read_bytes()[:100])  # truncated
+    with pytest.raises(RuntimeError, match=f"the pretraining state {state} is damaged"):
+        run_protocol(cfg, tmp_path)
+    state.unlink()
+    (tmp_path / "result.json").write_text('{"pretrain": nu')
+    with pytest.raises(RuntimeError, match="result.json is damaged .*delete it and resume"):
+        run_protocol(cfg, tmp_path)
+
+
+def test_budgets_of_a_folder_of_videos_are_checked_before_pretraining(tmp_path, monkeypatch):
+    import gksparse.protocol as protocol
+
+    monkeypatch.setattr(datasets, "load", lambda name, **kw: tiny_data())
+    monkeypatch.setattr(config_module, "DATASETS", (*config_module.DATASETS, "tiny"))
+    monkeypatch.setattr(protocol, "fit", lambda *a, **k: pytest.fail("trained"))
+    with pytest.raises(config_module.ConfigError, match="use budgets from 23 to 81"):
+        run_protocol(config(num_labeled=[60, 85]), tmp_path)

@@ -18,7 +18,7 @@ from gksparse.train import (
     TrainingDiverged,
     balanced_class_weights,
     batches,
-    clip_each_,
+    epoch_line,
     evaluate,
     fit,
     pretrain_loss,
@@ -95,36 +95,24 @@ def test_balanced_class_weights_absent_class_gets_zero():
     torch.testing.assert_close(w, torch.tensor([3 / (2 * 2), 0.0, 3 / (2 * 1), 0.0]))
 
 
-def test_classification_loss_uses_the_weights():
-    logits = torch.randn(6, 3, generator=torch.Generator().manual_seed(0))
-    labels = torch.tensor([0, 0, 0, 1, 2, 2])
-    w = balanced_class_weights(labels.numpy(), 3)
-    got = ClassificationLoss(w).from_logits(logits, labels)
-    torch.testing.assert_close(got, F.cross_entropy(logits, labels, weight=w))
-    assert not torch.allclose(got, ClassificationLoss().from_logits(logits, labels))
+def test_weighted_loss_divides_by_the_batch_size_as_keras():
+    # Two samples, weights 2 and 0.5: Keras gives (2 * l0 + 0.5 * l1) / 2, not / (2 + 0.5).
+    logits = torch.tensor([[2.0, 0.0], [0.0, 1.0]])
+    labels = torch.tensor([0, 1])
+    l0 = math.log(1 + math.exp(-2.0))  # cross-entropy of sample 0
+    l1 = math.log(1 + math.exp(-1.0))
+    got = ClassificationLoss(torch.tensor([2.0, 0.5])).from_logits(logits, labels)
+    assert got.item() == pytest.approx((2 * l0 + 0.5 * l1) / 2, rel=1e-6)
+    plain = ClassificationLoss().from_logits(logits, labels)
+    assert plain.item() == pytest.approx((l0 + l1) / 2, rel=1e-6)
+    assert got.item() != pytest.approx(
+        F.cross_entropy(logits, labels, weight=torch.tensor([2.0, 0.5])).item(), rel=1e-3
+    )
 
 
-# -- clipping ------------------------------------------------------------------------------
-def test_clip_each_bounds_every_gradient_norm_separately():
-    g = torch.Generator().manual_seed(0)
-    params = [nn.Parameter(torch.zeros(s)) for s in ((3, 4), (5,), (2, 2, 3), (7,))]
-    scales = (10.0, 0.01, 3.0, 1.0)
-    for p, s in zip(params[:3], scales, strict=False):
-        p.grad = torch.randn(p.shape, generator=g) * s
-    before = [None if p.grad is None else p.grad.clone() for p in params]
-    clip_each_(params, 1.0)
-    assert params[3].grad is None  # no gradient: left alone
-    for p, b in zip(params[:3], before[:3], strict=True):
-        assert p.grad.norm() <= 1.0
-        if b.norm() <= 1.0:
-            assert torch.equal(p.grad, b)  # small gradients are untouched
-        else:
-            assert p.grad.norm().item() == pytest.approx(1.0, rel=1e-4)  # not a global rescale
-            torch.testing.assert_close(p.grad / p.grad.norm(), b / b.norm())  # same direction
-
-
-def test_fit_clips_each_gradient():
-    # With plain SGD at lr 1 a parameter moves by exactly its (clipped) gradient.
+def test_fit_clips_the_global_norm_of_all_gradients():
+    # With plain SGD at lr 1 a parameter moves by exactly its (clipped) gradient. Keras'
+    # clipnorm scales ALL gradients by clipnorm / global norm: here 0.5 / 200.00003.
     model = nn.Module()
     model.a = nn.Parameter(torch.zeros(4))
     model.b = nn.Parameter(torch.zeros(2))
@@ -136,11 +124,57 @@ def test_fit_clips_each_gradient():
         "clip", [model.a, model.b], loss, 1, 4, optimizer="sgd", lr=1.0, momentum=0.0, clipnorm=0.5
     )
     fit(model, stage, constant_videos(0.0), progress=False)
-    assert model.a.norm().item() == pytest.approx(0.5, rel=1e-4)  # clipped from 200
-    torch.testing.assert_close(model.b.detach(), torch.full((2,), -0.1))  # below the bound
+    norm = math.sqrt(4 * 100**2 + 2 * 0.1**2)
+    torch.testing.assert_close(model.a.detach(), torch.full((4,), -100 * 0.5 / norm))
+    torch.testing.assert_close(model.b.detach(), torch.full((2,), -0.1 * 0.5 / norm))
+    whole = torch.cat([model.a.detach(), model.b.detach()]).norm().item()
+    assert whole == pytest.approx(0.5, rel=1e-5)
 
 
-# -- early stopping, divergence, freezing ----------------------------------------------------
+@pytest.mark.parametrize("clipnorm", [None, 0.0])
+def test_no_clipnorm_leaves_the_gradients(clipnorm):
+    model = nn.Module()
+    model.a = nn.Parameter(torch.zeros(3))
+    stage = Stage(
+        "x", [model.a], lambda m, b: 10 * m.a.sum(), 1, 4, "sgd", 1.0, 0.0, clipnorm=clipnorm
+    )
+    fit(model, stage, constant_videos(0.0), progress=False)
+    torch.testing.assert_close(model.a.detach(), torch.full((3,), -10.0))
+
+
+def test_fit_continues_a_given_optimizer():
+    # Two fits of one step each with one SGD optimizer carried over equal one fit of two
+    # steps: the momentum buffer goes on (as the reference's classifier between budgets).
+    def run(split: bool) -> torch.Tensor:
+        model = Scalar()
+        stage = Stage("s", [model.w], pull, 2 if not split else 1, 4, "sgd", 0.1, 0.9)
+        optimizer = stage.make_optimizer()
+        for _ in range(2 if split else 1):
+            fit(model, stage, constant_videos(1.0), progress=False, optimizer=optimizer)
+        return model.w.detach().clone()
+
+    torch.testing.assert_close(run(split=True), run(split=False))
+    model = Scalar()  # and a fresh optimizer per fit differs: no momentum in step 2
+    stage = Stage("s", [model.w], pull, 1, 4, "sgd", 0.1, 0.9)
+    for _ in range(2):
+        fit(model, stage, constant_videos(1.0), progress=False)
+    assert not torch.allclose(model.w.detach(), run(split=True))
+
+
+def test_classifier_records_have_the_validation_accuracy_and_epoch_lines(capsys):
+    model = small_model()
+    stage = Stage("stacked", model.trainable("stacked"), ClassificationLoss(), 2, 3, lr=1e-2)
+    history = fit(model, stage, labeled(), labeled(seed=1), progress=True, desc="n=6 stacked")
+    assert [set(r) for r in history] == [
+        {"epoch", "loss", "val_loss", "val_accuracy", "seconds"}
+    ] * 2
+    assert all(0 <= r["val_accuracy"] <= 1 for r in history)
+    lines = [line for line in capsys.readouterr().out.splitlines() if "epoch" in line]
+    assert [line.split(":")[0] for line in lines] == [f"n=6 stacked epoch {e}/2" for e in (1, 2)]
+    assert "val_accuracy" in lines[0] and "val_loss" in lines[0]
+    assert epoch_line("p", {"epoch": 3, "loss": 0.5}, 9) == "p epoch 3/9: loss 0.5"
+
+
 def test_early_stopping_restores_best_val_weights():
     # SGD on (w - 1)^2 from w = 0 with lr 0.1: w_e = 1 - 0.8^e = 0.2, 0.36, 0.488, 0.5904...
     # The validation target is 0.3, so the val loss (w - 0.3)^2 is best after epoch 2
@@ -188,6 +222,16 @@ def test_nan_loss_raises_training_diverged(bad):
     assert issubclass(TrainingDiverged, RuntimeError)
     assert model.w.item() == 0.0  # no step was taken with the bad loss
     assert model.w.requires_grad and not model.extra.requires_grad  # flags restored
+
+
+def test_nan_in_the_input_videos_is_blamed_on_the_data_not_the_learning_rate():
+    model = small_model()
+    videos = labeled()
+    videos.videos[2, 1, 0, 3, 3] = np.nan  # e.g. a whitening with a negative epsilon
+    stage = Stage("pretrain", model.trainable("pretrain"), pretrain_loss, 1, 6)
+    with pytest.raises(TrainingDiverged, match="the input videos hold NaN") as e:
+        fit(model, stage, videos, progress=False)
+    assert "learning rate" not in str(e.value)
 
 
 def test_stacked_stage_trains_only_the_head_and_restores_flags():

@@ -24,26 +24,30 @@ Stage = Literal["pretrain", "stacked", "finetune"]
 
 @dataclass(frozen=True)
 class Method:
-    """One row of the methods table (METHOD.md section 4)."""
+    """One row of the methods table (METHOD.md sections 4 and 5.1)."""
 
     backbone: Literal["conv", "vgg19"]
     recurrent: bool  # ConvMinimalRNN2d after the convolutions
     input_dropout: float  # dropout on the input pixels (denoising methods)
     sparsity: Literal["none", "plain", "group"]  # WTA step used in pretraining
-    target: Literal["reconstruct", "next"] | None  # pretraining target; None: no pretraining
+    # What the decoder rebuilds (frame t, or predicts frame t+1); None: no decoder at all
+    target: Literal["reconstruct", "next"] | None
+    pretrained: bool = True  # False: the decoder stays random (the reference's randominit*)
+    clipnorm: float = 0.0  # the reference's Keras clipnorm for all three stages; 0: off
+    whiten: bool = True  # ZCA where the dataset whitens (the reference never did for vgg19)
     slowness: float = 0.0  # weight of mean |g_t - g_{t-1}| on the sparse code's group norms
 
 
 METHODS: dict[str, Method] = {
     "wtacnn": Method("conv", False, 0.0, "plain", "reconstruct"),
-    "wtacrnn": Method("conv", True, 0.0, "plain", "next"),
+    "wtacrnn": Method("conv", True, 0.0, "plain", "next", clipnorm=1.0),
     "groupwtacnn": Method("conv", False, 0.0, "group", "reconstruct"),
-    "groupwtacrnn": Method("conv", True, 0.0, "group", "next"),
+    "groupwtacrnn": Method("conv", True, 0.0, "group", "next", clipnorm=1.0),
     "denoisingcnn": Method("conv", False, 0.3, "none", "reconstruct"),
     "denoisingcrnn": Method("conv", True, 0.3, "none", "next"),
-    "randominitcnn": Method("conv", False, 0.0, "none", None),
-    "randominitcrnn": Method("conv", True, 0.0, "none", None),
-    "vgg19": Method("vgg19", False, 0.0, "none", None),
+    "randominitcnn": Method("conv", False, 0.0, "none", "reconstruct", pretrained=False),
+    "randominitcrnn": Method("conv", True, 0.0, "none", "next", pretrained=False, clipnorm=1.0),
+    "vgg19": Method("vgg19", False, 0.0, "none", None, pretrained=False, whiten=False),
     "slowgroupwtacnn": Method("conv", False, 0.0, "group", "reconstruct", slowness=1e-4),
 }
 
@@ -119,11 +123,26 @@ class ConvEncoder(nn.Module):
         return x if self.rnn is None else self.rnn(x)
 
 
+def stretch_frames(f: torch.Tensor) -> torch.Tensor:
+    """The reference's resize helper for VGG19: each frame stretched to its own min..max and
+    quantised to 0..255 as `uint8` does (truncation), then scaled back to [0, 1].
+
+    f: frames `(B, C, H, W)`. A constant frame becomes 0. Returns `(B, C, H, W)` values in
+    {0, 1/255, ..., 1}; no gradient flows through the quantisation (VGG19's input is data).
+    """
+    lo = f.amin(dim=(1, 2, 3), keepdim=True)
+    span = f.amax(dim=(1, 2, 3), keepdim=True) - lo
+    scaled = torch.where(span > 0, (f - lo) / span.clamp_min(torch.finfo(f.dtype).tiny), 0.0)
+    return torch.floor(scaled.detach() * 255) / 255
+
+
 class VGG19Encoder(nn.Module):
     """torchvision's VGG19 convolutional part per frame: `(N, T, C, H, W)` -> `(N, T, 512, h, w)`.
 
-    Grey frames are repeated to 3 channels, frames are zero-padded bottom/right to at least
-    32x32 and normalised with ImageNet's mean and std, as the pretrained weights expect.
+    As the reference fed it: grey frames repeated to 3 channels, zero-padded bottom/right to
+    at least 32x32, each frame stretched to its own range and quantised to 0..255
+    (`stretch_frames`), then normalised with ImageNet's mean and std as torchvision's weights
+    expect. The frames must not be whitened (the reference used no ZCA for vgg19).
     """
 
     MEAN = (0.485, 0.456, 0.406)
@@ -152,6 +171,7 @@ class VGG19Encoder(nn.Module):
         if f.shape[1] == 1:
             f = f.expand(-1, 3, -1, -1)
         f = F.pad(f, (0, max(0, 32 - f.shape[3]), 0, max(0, 32 - f.shape[2])))
+        f = stretch_frames(f)
         return videos(self.features((f - self.mean) / self.std), n)
 
 
@@ -273,7 +293,7 @@ class VideoModel(nn.Module):
     def trainable(self, stage: Stage) -> list[nn.Parameter]:
         """The parameters a protocol stage trains: pretraining, stacked head, end-to-end."""
         if stage == "pretrain":
-            if self.decoder is None:
+            if not self.method.pretrained:  # randominit*: the decoder stays random
                 raise ValueError(f"method {self.config.method!r} has no pretraining.")
             return [*self.encoder.parameters(), *self.decoder.parameters()]
         if stage == "stacked":

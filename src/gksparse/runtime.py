@@ -10,9 +10,11 @@ What each setting does and what it gave on the fast step (`bench/train_step.py -
   block, so a step stops page-faulting its large tensors afresh: 1.2x on mnistrotated,
   ~3x on cifar10scanned / coil100 (the FFT convolutions' spectra are large). The process
   keeps its peak memory; that is the price.
-- autocast: bf16 autocast; on by default on CUDA, on CPU only with `fast_cpu` (1.7-2.4x).
-  Losses are computed and reported in fp32 either way; first gradients differ from fp32
-  by a few percent of their largest entry, as with plain autocast.
+- autocast: bf16 autocast, only on request (`autocast=True`, or `fast_cpu`; 1.7-2.4x on
+  this CPU): the reference trained in float32, and bf16 changes the arithmetic. Losses are
+  computed and reported in fp32 either way; first gradients differ from fp32 by a few
+  percent of their largest entry, as with plain autocast. TF32 stays PyTorch's default
+  (on for cuDNN convolutions, off for matrix products).
 - channels_last: the per-frame convolutions in NHWC layout, oneDNN's fastest, for models
   whose convolutions all run direct (mnistrotated's 3 x 3: 1.1-1.16x); FFT convolutions
   read NCHW frames, so such models stay NCHW.
@@ -104,8 +106,9 @@ def configure(
     """Apply the process-wide settings for `device` and return them.
 
     device:   None: CUDA when available, else the CPU.
-    fast_cpu: on the CPU, also use bf16 autocast (fp32 results differ within bf16 rounding).
-    autocast: force bf16 autocast on or off; None: on for CUDA, on CPU only with `fast_cpu`.
+    fast_cpu: use bf16 autocast (results differ from fp32 within bf16 rounding); the
+              benchmarks' fast settings.
+    autocast: bf16 autocast on or off; None: off (float32, as the reference) unless `fast_cpu`.
     threads:  torch intra-op threads; None: leave torch's default (one per core).
     allocator: on the CPU, `keep_freed_memory()` (False: leave glibc's malloc as it is).
     """
@@ -119,7 +122,7 @@ def configure(
         torch.backends.cudnn.benchmark = True
     allocator = keep_freed_memory() if cpu and allocator else False
     if autocast is None:
-        autocast = device.type == "cuda" or (cpu and fast_cpu)
+        autocast = fast_cpu
     return Settings(
         device=device,
         autocast=bool(autocast),

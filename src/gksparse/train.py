@@ -29,6 +29,7 @@ from tqdm.auto import tqdm
 
 from . import distributed
 from .data.videos import Videos
+from .optim import KerasAdam, clip_grad_norm_
 
 Batch = dict[str, torch.Tensor | None]
 LossFn = Callable[[nn.Module, Batch], torch.Tensor]
@@ -66,21 +67,20 @@ def balanced_class_weights(labels: np.ndarray, classes: int) -> torch.Tensor:
 
 
 class ClassificationLoss:
-    """Cross-entropy of the model's logits, optionally class-weighted: a `LossFn`."""
+    """Cross-entropy of the model's logits, optionally class-weighted: a `LossFn`.
+
+    With `weights`, the loss of a batch is `sum_i w[y_i] * loss_i / batch size`, as Keras
+    weighs samples (not divided by the sum of the weights, as `F.cross_entropy(weight=)`).
+    """
 
     def __init__(self, weights: torch.Tensor | None = None) -> None:
         self.weights = weights
 
     def from_logits(self, logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
-        w = None if self.weights is None else self.weights.to(logits.device)
-        return F.cross_entropy(logits.float(), labels, weight=w)
-
-    def denominator(self, batch: Batch) -> float:
-        """What the (weighted) mean over `batch` divides by: the sum of its labels' weights."""
-        labels = batch["label"]
-        if self.weights is None:
-            return float(len(labels))
-        return float(self.weights[labels.cpu()].sum())
+        losses = F.cross_entropy(logits.float(), labels, reduction="none")
+        if self.weights is not None:
+            losses = losses * self.weights.to(logits.device)[labels]
+        return losses.mean()
 
     def __call__(self, model: nn.Module, batch: Batch) -> torch.Tensor:
         return self.from_logits(model(batch["video"], batch["mask"]), batch["label"])
@@ -90,13 +90,11 @@ def loss_weight(loss: LossFn, model: nn.Module, batch: Batch) -> float:
     """What `loss`'s mean over `batch` divides by, up to a factor shared by all batches.
 
     Weighting each rank's mean by it makes the ranks' gradients average to the gradient of
-    the mean over the whole global batch. `ClassificationLoss`: the sum of the labels' class
-    weights (exact). `pretrain_loss`: the number of videos, or with a mask the number of real
+    the mean over the whole global batch. `pretrain_loss` with a mask: the number of real
     target frames (exact for the MSE; the slowness term's mean over pairs of real frames is
-    exact without padding, weighted by real frames with it). Any other loss: the videos.
+    exact without padding, weighted by real frames with it). Any other loss, the weighted
+    `ClassificationLoss` included (Keras divides by the batch size): the videos.
     """
-    if isinstance(loss, ClassificationLoss):
-        return loss.denominator(batch)
     mask = batch.get("mask")
     if loss is pretrain_loss and mask is not None:
         if getattr(getattr(model, "method", None), "target", None) == "next":
@@ -167,15 +165,20 @@ def _to(a: np.ndarray, device: torch.device, pin: bool, dtype=None) -> torch.Ten
 
 
 # -- the engine ---------------------------------------------------------------------------
+OPTIMIZERS = ("adam", "torch_adam", "sgd")
+
+
 @dataclass
 class Stage:
     """What one training stage trains and how.
 
-    name:      label for progress bars and metrics ('pretrain', 'stacked', 'finetune').
+    name:      'pretrain', 'stacked' or 'finetune' (errors, progress bars).
     params:    the parameters that train; all others are frozen for the stage.
     loss:      `loss(model, batch) -> scalar`.
-    optimizer: 'adam' or 'sgd' (with `momentum`).
-    clipnorm:  clip each gradient tensor's norm to this value (Keras' clipnorm); None: off.
+    optimizer: 'adam' (Keras 2.2.4's Adam, `optim.KerasAdam`, as the reference), 'torch_adam'
+               (`torch.optim.Adam`) or 'sgd' (with `momentum`, no Nesterov).
+    clipnorm:  Keras' clipnorm: one norm over all gradients of a step, scaled down to it when
+               larger (`optim.clip_grad_norm_`); None or 0: off.
     patience:  early stopping on the validation loss, restoring the best weights; None: off.
     val_loss:  the loss reported on validation data (default: `loss`); e.g. unweighted
                cross-entropy when training uses class weights, as Keras did.
@@ -195,20 +198,14 @@ class Stage:
 
     def make_optimizer(self) -> torch.optim.Optimizer:
         if self.optimizer == "adam":
+            return KerasAdam(self.params, lr=self.lr)
+        if self.optimizer == "torch_adam":
             return torch.optim.Adam(self.params, lr=self.lr)
         if self.optimizer == "sgd":
             return torch.optim.SGD(self.params, lr=self.lr, momentum=self.momentum)
-        raise ValueError(f"unknown optimizer {self.optimizer!r}; use 'adam' or 'sgd'.")
-
-
-def clip_each_(params: list[nn.Parameter], max_norm: float) -> None:
-    """Scale each parameter's gradient so its own L2 norm is at most `max_norm`."""
-    grads = [p.grad for p in params if p.grad is not None]
-    if not grads:
-        return
-    norms = torch._foreach_norm(grads)
-    scales = [torch.clamp(max_norm / (n + 1e-6), max=1.0) for n in norms]
-    torch._foreach_mul_(grads, scales)
+        raise ValueError(
+            f"unknown optimizer {self.optimizer!r}; use one of {', '.join(OPTIMIZERS)}."
+        )
 
 
 @torch.no_grad()
@@ -221,6 +218,8 @@ def evaluate(
     *,
     accuracy: bool = False,
     use_autocast: bool = False,
+    progress: bool = False,
+    desc: str = "evaluate",
 ) -> dict[str, float]:
     """Mean loss of `model` on `data`, in eval mode, without gradients.
 
@@ -228,6 +227,7 @@ def evaluate(
     With a process group, rank r evaluates the batches r, r + W, r + 2W, ... whole (so its
     lifetime sparsity ranks over a whole batch, as one process does) and the sums of loss,
     correct predictions and videos are added over the ranks: every rank gets the result.
+    `progress` shows a transient progress bar (on rank 0) labelled `desc`.
     """
     was_training = model.training
     model.eval()
@@ -235,8 +235,10 @@ def evaluate(
     rank, world = distributed.rank(), distributed.world_size()
     pin = device.type == "cuda"
     n = len(data)
+    starts = range(rank * batch_size, n, world * batch_size)
+    bar = tqdm(starts, desc=desc, leave=False, disable=not progress or not distributed.is_main())
     try:
-        for start in range(rank * batch_size, n, world * batch_size):
+        for start in bar:
             batch = _load_batch(data, np.arange(start, min(start + batch_size, n)), device, pin)
             with autocast(device, use_autocast), distributed.global_lifetime(False):
                 if accuracy:  # one forward pass for both numbers
@@ -271,10 +273,18 @@ def fit(
     on_epoch: Callable[[int, dict[str, float]], None] | None = None,
     resume: dict | None = None,
     save_state: Callable[[dict], None] | None = None,
+    optimizer: torch.optim.Optimizer | None = None,
+    desc: str | None = None,
 ) -> list[dict[str, float]]:
     """Train `stage.params` of `model` on `train`; return one record per epoch: `epoch`,
-    `loss` (mean training loss), `val_loss` (with `val`) and `seconds` (the epoch's wall
+    `loss` (mean training loss), `val_loss` and, when `stage.val_loss` (or `stage.loss`) is
+    a `ClassificationLoss`, `val_accuracy` (with `val`), and `seconds` (the epoch's wall
     time, validation included).
+
+    `optimizer`: one made by `stage.make_optimizer()` and perhaps loaded with an earlier
+    state (the reference carries classifier optimizers over between label budgets); after
+    `fit` it holds the final state. None: a fresh one. With `progress`, every epoch leaves
+    one line (`desc`, default the stage's name, its losses and time) under transient bars.
 
     With `stage.patience` and `val`, stops when the validation loss has not improved for
     `patience` epochs and restores the trained parameters of the best epoch. Raises
@@ -307,7 +317,11 @@ def fit(
     saved_flags = [(p, p.requires_grad) for p in model.parameters()]
     for p in model.parameters():
         p.requires_grad_(id(p) in trainable)
-    optimizer = stage.make_optimizer()
+    if optimizer is None:
+        optimizer = stage.make_optimizer()
+    desc = desc or stage.name
+    show = progress and distributed.is_main()
+    val_loss = stage.val_loss or stage.loss
     best_loss, best_epoch, best_params = math.inf, 0, None
     history: list[dict[str, float]] = []
     if generator is None:  # follow torch.manual_seed, as the dropout does
@@ -351,8 +365,8 @@ def fit(
                     world_size=world,
                 ),
                 total=steps,
-                desc=f"{stage.name} {epoch}/{stage.epochs}",
-                disable=not progress or not distributed.is_main(),
+                desc=f"{desc} {epoch}/{stage.epochs}",
+                disable=not show,
                 leave=False,
             )
             for step, batch in enumerate(bar, 1):
@@ -364,30 +378,33 @@ def fit(
                 else:
                     value = float(loss.detach())
                 if not math.isfinite(value):
-                    raise TrainingDiverged(
-                        f"the {stage.name} loss became {value} at epoch {epoch}, step {step}; "
-                        "lower the learning rate, enable clipping or check the input data."
-                    )
+                    raise TrainingDiverged(_diverged(stage.name, value, epoch, step, batch))
                 optimizer.zero_grad(set_to_none=True)
                 loss.backward()
-                if stage.clipnorm is not None:
-                    clip_each_(stage.params, stage.clipnorm)
+                if stage.clipnorm:
+                    clip_grad_norm_(stage.params, stage.clipnorm)
                 optimizer.step()
                 running += value * size
                 seen += size
                 bar.set_postfix(loss=f"{running / seen:.4g}")
             record = {"epoch": epoch, "loss": running / max(seen, 1)}
             if val is not None and len(val):
-                record["val_loss"] = evaluate(
+                scores = evaluate(
                     model,
                     val,
-                    stage.val_loss or stage.loss,
+                    val_loss,
                     eval_bs,
                     device,
+                    accuracy=isinstance(val_loss, ClassificationLoss),
                     use_autocast=use_autocast,
-                )["loss"]
+                    progress=show,
+                    desc=f"{desc} {epoch}/{stage.epochs} validation",
+                )
+                record.update({f"val_{key}": value for key, value in scores.items()})
             record["seconds"] = time.perf_counter() - started
             history.append(record)
+            if show:
+                tqdm.write(epoch_line(desc, record, stage.epochs))
             if stage.patience is not None and record.get("val_loss", math.inf) < best_loss:
                 best_loss, best_epoch = record["val_loss"], epoch
                 best_params = [p.detach().clone() for p in stage.params]
@@ -419,6 +436,28 @@ def fit(
         for p, flag in saved_flags:
             p.requires_grad_(flag)
     return history
+
+
+def epoch_line(desc: str, record: dict[str, float], epochs: int) -> str:
+    """One line for an epoch's record: `desc epoch e/E: loss ..., val_loss ..., ... (s)`."""
+    parts = [f"loss {record['loss']:.4g}"]
+    if "val_loss" in record:
+        parts.append(f"val_loss {record['val_loss']:.4g}")
+    if "val_accuracy" in record:
+        parts.append(f"val_accuracy {100 * record['val_accuracy']:.1f}%")
+    seconds = f" ({record['seconds']:.0f} s)" if "seconds" in record else ""
+    return f"{desc} epoch {record['epoch']}/{epochs}: {', '.join(parts)}{seconds}"
+
+
+def _diverged(stage: str, value: float, epoch: int, step: int, batch: Batch) -> str:
+    """Why a loss became NaN or infinite: the input itself, or the training."""
+    where = f"the {stage} loss became {value} at epoch {epoch}, step {step}"
+    if not bool(torch.isfinite(batch["video"]).all()):
+        return (
+            f"{where}: the input videos hold NaN or infinite values; check the data (and "
+            "zca_epsilon, which must be >= 0) and delete the video cache entry if it is damaged."
+        )
+    return f"{where}; lower the learning rate, enable clipping (clipnorm=1) or check the data."
 
 
 class _StageLoss(nn.Module):

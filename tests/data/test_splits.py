@@ -71,7 +71,7 @@ def test_random_split_for_the_largest_n_uses_the_rest():
 
 def test_random_split_errors_are_clear():
     labels = np.arange(100) % 10
-    with pytest.raises(ValueError, match="one per class"):
+    with pytest.raises(ValueError, match="each of the 10 classes in both; use budgets from 86"):
         random_split(labels, 50, np.random.default_rng(0), 10)  # 6 validation videos < 10
     with pytest.raises(ValueError, match="training videos"):
         random_split(labels, 95, np.random.default_rng(0), 10)

@@ -23,6 +23,50 @@ def subset_index(total: int, size: int | None, seed: int, part: int = 0) -> np.n
     return np.sort(rng.choice(total, size=size, replace=False))
 
 
+def budget_range(split: str, train_videos: int, classes: int) -> tuple[int, int]:
+    """The smallest and largest label budget `n` a labeled split can serve.
+
+    'random': `n` and its `round(0.1111 n)` validation videos must each hold every class and
+    fit in the `train_videos` together; 'frames' (COIL-100): 1 to 32 frames per object.
+    The range is empty (lo > hi) when no budget fits.
+    """
+    if split == "frames":
+        return 1, COIL_WINDOW // 2
+    if split != "random":
+        raise ValueError(f"the split {split!r} has no label budgets.")
+    lo = classes
+    while round(VAL_FRACTION * lo) < classes:
+        lo += 1
+    hi = int(train_videos / (1 + VAL_FRACTION)) + 1
+    while hi > 0 and hi + round(VAL_FRACTION * hi) > train_videos:
+        hi -= 1
+    return max(lo, 1), hi
+
+
+def check_budget(split: str, n: int, train_videos: int, classes: int, name: str = "") -> None:
+    """Raise a ValueError (one sentence) unless the labeled split can serve a budget of `n`."""
+    lo, hi = budget_range(split, train_videos, classes)
+    if lo <= n <= hi:
+        return
+    what = f" of {name}" if name else ""
+    if split == "frames":
+        raise ValueError(
+            f"a budget of n={n} frames per object is not possible{what}; use 1 to {hi} "
+            "frames per object."
+        )
+    if lo > hi:
+        raise ValueError(
+            f"the {train_videos} training videos{what} are too few for any labeled split of "
+            f"{classes} classes (a budget needs at least {lo} + {round(VAL_FRACTION * lo)}); "
+            "use more training videos (train_size)."
+        )
+    raise ValueError(
+        f"a budget of n={n} labeled videos needs {n} + {round(VAL_FRACTION * n)} (validation) of "
+        f"the {train_videos} training videos{what} and at least one video of each of the "
+        f"{classes} classes in both; use budgets from {lo} to {hi}."
+    )
+
+
 def random_split(
     labels: np.ndarray, n: int, rng: np.random.Generator, num_classes: int | None = None
 ) -> tuple[np.ndarray, np.ndarray]:
@@ -35,11 +79,7 @@ def random_split(
     labels = np.asarray(labels)
     classes = np.unique(labels) if num_classes is None else np.arange(num_classes)
     n_val = round(VAL_FRACTION * n)
-    if n < len(classes) or n_val < len(classes) or n + n_val > len(labels):
-        raise ValueError(
-            f"a labeled split of n={n} needs {n} + {n_val} of the {len(labels)} training videos "
-            f"and at least {len(classes)} videos in each part, one per class"
-        )
+    check_budget("random", n, len(labels), len(classes))
     missing = np.setdiff1d(classes, labels)
     if missing.size:
         raise ValueError(f"classes {missing.tolist()} have no training video, so no split has all")
@@ -58,8 +98,7 @@ def coil_split(n: int, frames: int = 72) -> tuple[list[int], list[int], list[int
     frames `s//2, s//2 + s, ...` below 64 that are not training frames; test frames all the
     other frames of `range(frames)`. Returns (train, validation, test) frame indices, in order.
     """
-    if not 1 <= n <= COIL_WINDOW // 2:
-        raise ValueError(f"n must be between 1 and {COIL_WINDOW // 2} frames per object, got {n}")
+    check_budget("frames", n, 0, 0)
     if frames < COIL_WINDOW:
         raise ValueError(f"videos need at least {COIL_WINDOW} frames for this split, got {frames}")
     s = COIL_WINDOW // n
