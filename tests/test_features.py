@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -125,6 +126,34 @@ def test_features_run_as_a_module(pretrained_run, tmp_path):
     assert "wrote 7 feature vectors of 128 values" in result.stdout
     with np.load(out) as f:
         assert f["features"].shape == (7, 128)
+
+
+def test_features_of_a_results_folder_come_from_its_newest_completed_run(
+    pretrained_run, tmp_path, capsys
+):
+    run, videos, model, _ = pretrained_run
+    results = tmp_path / "results" / "videos"
+    shutil.copytree(run, results / "3")
+    (results / "3" / "run.json").write_text(json.dumps({"status": "COMPLETED"}))
+    torch.manual_seed(1)  # a newer, failed run with other weights
+    save_checkpoint(results / "4" / "pretrained.pt", build_model(model.config))
+    shutil.copy(run / "config.json", results / "4" / "config.json")
+    (results / "4" / "run.json").write_text(json.dumps({"status": "FAILED"}))
+    capsys.readouterr()
+    out = main([str(results), str(videos), str(tmp_path / "newest.npz")])
+    assert f"{results / '3' / 'pretrained.pt'}) to {out}" in capsys.readouterr().out
+    wanted = main([str(run), str(videos), str(tmp_path / "run.npz")])
+    failed = main([str(results / "4"), str(videos), str(tmp_path / "failed.npz")])
+    with np.load(out) as f, np.load(wanted) as w, np.load(failed) as x:
+        assert np.array_equal(f["features"], w["features"])
+        assert not np.allclose(f["features"], x["features"])
+    (results / "3" / "run.json").write_text(json.dumps({"status": "RUNNING"}))
+    assert cli([str(results), str(videos), str(tmp_path / "none.npz")]) == 2
+    assert capsys.readouterr().err == (
+        f"error: {results} holds no completed run (newest runs: 3 RUNNING, 4 FAILED); "
+        "finish or resume one, or pass a run folder or a .pt file.\n"
+    )
+    assert not (tmp_path / "none.npz").exists()
 
 
 def test_checkpoint_choice_errors(pretrained_run, tmp_path):

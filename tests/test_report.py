@@ -243,3 +243,14 @@ def test_report_on_an_empty_folder_says_what_is_missing(tmp_path, capsys):
     assert main([str(tmp_path)]) == 2  # nothing completed: no table
     err = capsys.readouterr().err
     assert "FAILED" in err and "no finished label budget" in err
+
+
+def test_what_only_differs_between_methods_is_no_setting(tmp_path):
+    # clipnorm follows the method (1 for the CRNN, 0 for the CNN): not a split of either row
+    write_run(tmp_path, 1, "mnistrotated", "groupwtacnn", 1, {300: 0.5}, clipnorm=0.0)
+    write_run(tmp_path, 2, "mnistrotated", "groupwtacrnn", 1, {300: 0.6}, clipnorm=1.0)
+    write_run(tmp_path, 3, "mnistrotated", "groupwtacrnn", 2, {300: 0.7}, clipnorm=0.5)
+    rows = table(read_runs(tmp_path)[0])
+    assert ("mnistrotated", "groupwtacnn", "", (), "stacked") in rows
+    crnn = {key[3] for key in rows if key[1] == "groupwtacrnn"}
+    assert crnn == {(("clipnorm", "0.5"),), (("clipnorm", "1.0"),)}  # a real difference

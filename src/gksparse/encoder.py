@@ -1,5 +1,9 @@
 """Reuse a trained encoder: `load_encoder(run folder)` gives it back in eval mode, with the
 model config, the input whitening and the run's config it was trained with.
+
+A run is named by its folder (`results/<dataset>/<id>`), a checkpoint file in it, or the
+results folder of its dataset (`results/<dataset>`): that means its newest completed run, so
+a script that has just pretrained needs no run id (`latest_run`).
 """
 
 from __future__ import annotations
@@ -75,17 +79,70 @@ class TrainedEncoder(nn.Module):
         return (c.in_channels, c.height, c.width)
 
 
+def latest_run(results: str | os.PathLike) -> Path:
+    """The newest completed run of a results folder: `results/<dataset>/<id>` for the largest
+    numeric `<id>` whose `run.json` says status COMPLETED.
+
+    Runs are ordered by their number (sacred's run id), not by time: a run resumed later
+    stays where it was numbered. Running, failed or interrupted runs and folders with an
+    unreadable `run.json` are passed over; a FileNotFoundError says so when none is left.
+    """
+    results = Path(results).expanduser()
+    statuses: dict[int, str] = {}
+    for folder in _numbered_runs(results):
+        statuses[int(folder.name)] = status = _run_status(folder)
+        if status == "COMPLETED":
+            return folder
+    if not statuses:
+        raise FileNotFoundError(
+            f"{results} holds no run folders (numbered folders with run.json); pass a run "
+            "folder (results/<dataset>/<id>), its dataset's results folder or a .pt file."
+        )
+    seen = ", ".join(f"{i} {statuses[i]}" for i in sorted(statuses)[-5:])
+    raise FileNotFoundError(
+        f"{results} holds no completed run (newest runs: {seen}); finish or resume one, or "
+        "pass a run folder or a .pt file."
+    )
+
+
+def _numbered_runs(folder: Path) -> list[Path]:
+    """The run folders directly in `folder` (numeric names, with run.json), newest first."""
+    runs = [p for p in folder.iterdir() if p.name.isdigit() and (p / "run.json").is_file()]
+    return sorted(runs, key=lambda p: int(p.name), reverse=True)
+
+
+def _run_status(folder: Path) -> str:
+    """sacred's status in `<folder>/run.json` ('COMPLETED', 'FAILED', ...), or 'unreadable'."""
+    try:
+        status = json.loads((folder / "run.json").read_text()).get("status")
+    except (OSError, ValueError, AttributeError):  # a damaged record does not count
+        return "unreadable"
+    return status if isinstance(status, str) else "unreadable"
+
+
+def _is_results_folder(folder: Path) -> bool:
+    """A folder of numbered runs rather than one run (no checkpoint or run record itself)."""
+    if any(folder.glob("*.pt")) or (folder / "run.json").is_file():
+        return False
+    return bool(_numbered_runs(folder))
+
+
 def checkpoint_path(run: str | os.PathLike, which: str = "pretrained") -> Path:
     """The checkpoint of a run: `run` itself when it is a file, else `<run>/<which>*.pt`.
 
-    `which` is the checkpoint's name or its start ('pretrained', 'finetune_n300', 'stacked',
-    ...): an exact `<which>.pt` wins, otherwise exactly one `<which>*.pt` must exist.
+    run:   a checkpoint file; a run folder (`results/<dataset>/<id>`); or a results folder
+           of numbered runs (`results/<dataset>`), meaning its newest completed run
+           (`latest_run`).
+    which: the checkpoint's name or its start ('pretrained', 'finetune_n300', 'stacked',
+           ...): an exact `<which>.pt` wins, otherwise exactly one `<which>*.pt` must exist.
     """
     path = Path(run).expanduser()
     if path.is_file():
         return path
     if not path.is_dir():
         raise FileNotFoundError(f"{path} is neither a run folder nor a checkpoint file.")
+    if _is_results_folder(path):
+        path = latest_run(path)
     exact = path / f"{which}.pt"
     if exact.is_file():
         return exact
@@ -93,6 +150,11 @@ def checkpoint_path(run: str | os.PathLike, which: str = "pretrained") -> Path:
     if len(matches) == 1:
         return matches[0]
     names = ", ".join(p.name for p in matches or sorted(path.glob("*.pt"))) or "none"
+    if names == "none" and not (path / "run.json").is_file():
+        raise FileNotFoundError(
+            f"{path} is not a run folder (no checkpoints, no run.json); pass a run folder "
+            "(results/<dataset>/<id>), its dataset's results folder or a .pt file."
+        )
     if not matches:
         raise FileNotFoundError(
             f"the run folder {path} has no {which}*.pt checkpoint (its checkpoints: {names}); "
@@ -135,7 +197,8 @@ def load_encoder(
     *,
     map_location: str | torch.device = "cpu",
 ) -> TrainedEncoder:
-    """The trained encoder of a run folder (`results/<dataset>/<run id>/`) or a `.pt` file.
+    """The trained encoder of a run folder (`results/<dataset>/<run id>/`), of the newest
+    completed run of a results folder (`results/<dataset>/`) or of a `.pt` file.
 
     which: the checkpoint in the folder: 'pretrained' (default), or e.g. 'finetune_n300' for
            the encoder fine-tuned end-to-end with 300 labels (see `checkpoint_path`).
@@ -153,6 +216,7 @@ def load_encoder(
 __all__ = [
     "TrainedEncoder",
     "checkpoint_path",
+    "latest_run",
     "load_encoder",
     "zca_from_extra",
     "zca_to_extra",

@@ -1,7 +1,10 @@
 """Features of your own videos from a trained encoder: one vector per video.
 
-    python -m gksparse.features <run folder or .pt> <videos folder> <out.npz> [options]
+    python -m gksparse.features <run> <videos folder> <out.npz> [options]
 
+The run is a run folder (`results/<dataset>/<id>`), a results folder of runs
+(`results/<dataset>`: its newest completed run, so that no run id need be known) or a `.pt`
+checkpoint; `--which` picks the checkpoint in the run folder (default `pretrained`).
 Every video is read as the encoder was trained: its frame size, channels and whitening, and
 a clip of the run's `frames` (the first clip unless `--clip center`). A video's vector is the
 mean over the clip's real frames of the 2x2-max-pooled, flattened encoder maps, as the
@@ -104,7 +107,11 @@ def main(argv: Sequence[str] | None = None) -> Path:
         prog="python -m gksparse.features",
         description="Write one feature vector per video of a folder, from a trained encoder.",
     )
-    parser.add_argument("run", help="a run folder (results/<dataset>/<run id>) or a .pt file")
+    parser.add_argument(
+        "run",
+        help="a run folder (results/<dataset>/<id>), a results folder of runs "
+        "(results/<dataset>: its newest run whose run.json says COMPLETED) or a .pt file",
+    )
     parser.add_argument("videos", help="a folder of videos (class subfolders or a flat set)")
     parser.add_argument("out", help="the .npz file to write")
     parser.add_argument(
@@ -131,7 +138,7 @@ def main(argv: Sequence[str] | None = None) -> Path:
     path = save_features(args.out, features, folder)
     print(
         f"wrote {features.shape[0]} feature vectors of {features.shape[1]} values "
-        f"({folder.frames}-frame clips, {encoder.path.name}) to {path}"
+        f"({folder.frames}-frame clips, {encoder.path}) to {path}"
     )
     return path
 

@@ -192,12 +192,13 @@ def setting_text(setting: Setting) -> str:
 
 def table(runs: list[Run]) -> dict[Key, Row]:
     """The report's rows in order: runs grouped by dataset, method, ablation, setting (see
-    `varying_keys`, per dataset) and classifier; a run adds to the budgets it has."""
-    by_dataset: dict[str, list[Run]] = defaultdict(list)
+    `varying_keys`, per dataset and method: what differs between methods anyway, such as
+    their clipnorm, is no setting) and classifier; a run adds to the budgets it has."""
+    by_method: dict[tuple[str, str], list[Run]] = defaultdict(list)
     for run in runs:
-        by_dataset[run.config["dataset"]].append(run)
+        by_method[run.config["dataset"], run.config["method"]].append(run)
     rows: dict[Key, Row] = defaultdict(Row)
-    for dataset, group in by_dataset.items():
+    for (dataset, _), group in by_method.items():
         keys = varying_keys([run.config for run in group])
         for run in group:
             c = run.config

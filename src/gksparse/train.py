@@ -397,8 +397,6 @@ def fit(
                     device,
                     accuracy=isinstance(val_loss, ClassificationLoss),
                     use_autocast=use_autocast,
-                    progress=show,
-                    desc=f"{desc} {epoch}/{stage.epochs} validation",
                 )
                 record.update({f"val_{key}": value for key, value in scores.items()})
             record["seconds"] = time.perf_counter() - started
