@@ -226,11 +226,15 @@ def test_ctrl_c_ends_with_where_the_run_is_and_how_to_resume(env, tmp_path):
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
+        # Ctrl-C's default handling even where this test runs in the background (bash starts
+        # background jobs with SIGINT ignored, and Python then installs no handler)
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
     )
     state = tmp_path / "mnistrotated" / "1" / "pretrain_state.pt"
     deadline = time.time() + 600
     while not state.exists() and proc.poll() is None and time.time() < deadline:
         time.sleep(0.05)
+    assert proc.poll() is None, proc.communicate()  # still running: the signal lands in it
     proc.send_signal(signal.SIGINT)
     out, err = proc.communicate(timeout=120)
     folder = state.parent

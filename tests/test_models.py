@@ -427,13 +427,13 @@ def test_frames_for_vgg19_are_stretched_to_their_range_and_quantised():
 
 
 @pytest.mark.vgg
-def test_vgg19_sees_each_frame_stretched_then_normalised_for_imagenet(vgg_grey, monkeypatch):
+def test_vgg19_sees_each_frame_stretched_then_normalised_for_imagenet(vgg_grey):
     seen = []
-    features = vgg_grey.encoder.features
-    monkeypatch.setattr(vgg_grey.encoder, "features", lambda f: seen.append(f) or features(f))
+    hook = vgg_grey.encoder.features.register_forward_pre_hook(lambda m, a: seen.append(a[0]))
     x = batch(2, c=1, h=14, w=14) * 0.01 - 3.0  # dim, shifted frames (e.g. whitened)
     with torch.no_grad():
         vgg_grey.encoder(x)
+    hook.remove()
     f = seen[0] * vgg_grey.encoder.std + vgg_grey.encoder.mean  # undo ImageNet's normalisation
     assert f.shape == (4, 3, 32, 32)
     lo, hi = f.amin(dim=(1, 2, 3)), f.amax(dim=(1, 2, 3))

@@ -3,8 +3,9 @@ script, in order, in a checkout laid out as a fresh clone beside `../shared`.
 
 What cannot run here is named, not silently dropped: the install lines (the test runs in the
 installed environment), `python -m pytest` (this is it) and the torchrun commands for GPUs
-or several machines. The paper-sized experiment and benchmark commands run with `smoke`, so
-the test takes minutes, not days; everything else runs exactly as written.
+or several machines. The paper-sized experiment and benchmark commands run with `smoke` (a
+resume keeps its run's config), so the test takes minutes, not days; everything else runs
+exactly as written.
 """
 
 from __future__ import annotations
@@ -49,7 +50,8 @@ def as_run_here(block: str) -> tuple[str, list[str]]:
         if any(flag in command for flag in NOT_HERE):
             left_out.append(f"needs GPUs or machines: {command}")
             continue
-        if LONG.match(command) and " smoke" not in command:
+        # (a resume keeps its run's own config, smoke-sized here already)
+        if LONG.match(command) and " smoke" not in command and " resume=" not in command:
             line = re.sub(r" small\b", "", command) + " smoke"
         lines.append(line)
     return "\n".join(lines), left_out
