@@ -17,7 +17,6 @@ upper bound for them. The last line is `projected protocol: X min`.
 from __future__ import annotations
 
 import argparse
-import ast
 import importlib
 import sys
 import tempfile
@@ -39,36 +38,17 @@ def experiment_config(dataset: str, words: list[str]) -> dict[str, Any]:
     try:
         ex = importlib.import_module(dataset).ex
     except ModuleNotFoundError:
-        names = sorted(p.stem for p in EXPERIMENTS.glob("*.py") if p.stem != "common")
+        scripts = EXPERIMENTS.glob("*.py")
+        names = sorted(p.stem for p in scripts if p.stem not in ("common", "records"))
         message = f"error: no experiment {dataset!r}; choose one of {', '.join(names)}."
         raise SystemExit(message) from None
     ex.observers.clear()  # a query, not a run: no run folder
+    from common import resolve_config
 
-    @ex.command(unobserved=True)
-    def config_only(_config):
-        return dict(_config)
-
-    named, updates = [], {}
-    for word in words:
-        if "=" in word:
-            key, value = word.split("=", 1)
-            try:
-                updates[key] = ast.literal_eval(value)
-            except (ValueError, SyntaxError):  # a bare word: a string, as sacred reads it
-                updates[key] = value
-        else:
-            named.append(word)
     try:
-        run = ex.run(
-            "config_only",
-            config_updates=updates,
-            named_configs=named,
-            options={"--loglevel": "ERROR"},
-        )
-    except Exception as e:  # sacred's own errors: unknown named config or config key
-        message = f"error: {' '.join(words)!r} is not a valid configuration ({e})."
-        raise SystemExit(message) from None
-    return run.result
+        return resolve_config(ex, words)
+    except ValueError as e:
+        raise SystemExit(f"error: {e}") from None
 
 
 def project(

@@ -40,7 +40,6 @@ from __future__ import annotations
 
 import argparse
 import copy
-import functools
 import gc
 import statistics
 import subprocess
@@ -53,15 +52,12 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-import gksparse.models as gk_models
 from gksparse import runtime
 from gksparse.fftconv import conv2d_same, use_fft
 from gksparse.layers import FrameConv2d
 from gksparse.models import ModelConfig, VideoModel, build_model
-from gksparse.optim import clip_grad_norm_
-from gksparse.recurrence import ConvMinimalRNN2d, _StateConv
-from gksparse.sparsity import group_ksparse_chain
-from gksparse.train import ClassificationLoss, Stage, autocast, pretrain_loss
+from gksparse.recurrence import ConvMinimalRNN2d, StateConv
+from gksparse.train import ClassificationLoss, Stage, StageLoss, pretrain_loss, train_step
 
 DEVICE = torch.device("cpu")  # `--device`
 
@@ -124,8 +120,8 @@ def grad_difference(a: list[torch.Tensor], b: list[torch.Tensor]) -> float:
 def stage_step(
     model: VideoModel, stage: Stage, batch: dict, use_autocast: bool, first: list | None = None
 ) -> Callable[[], float]:
-    """One training step of `stage` as `train.fit` runs it: only `stage.params` train; the
-    loss under autocast, backward, per-tensor clip, optimizer step.
+    """One training step of `stage` as `train.fit` runs it (`train.train_step`): only
+    `stage.params` train; the loss under autocast, backward, global-norm clip, optimizer step.
 
     first: filled with the gradients of `probed(model)` of the first call.
     """
@@ -133,20 +129,24 @@ def stage_step(
     for p in model.parameters():
         p.requires_grad_(id(p) in trainable)
     optimizer = stage.make_optimizer()
+    runner = StageLoss(model, stage.loss)
     model.train()
 
-    def step() -> float:
-        with autocast(DEVICE, use_autocast):
-            loss = stage.loss(model, batch)
-        value = float(loss.detach())
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
+    def keep_first() -> None:
         if first is not None and not first:
             first.extend(p.grad.detach().float().clone() for p in probed(model))
-        if stage.clipnorm:
-            clip_grad_norm_(stage.params, stage.clipnorm)
-        optimizer.step()
-        return value
+
+    def step() -> float:
+        return train_step(
+            model,
+            stage,
+            optimizer,
+            batch,
+            runner=runner,
+            device=DEVICE,
+            use_autocast=use_autocast,
+            after_backward=keep_first,
+        )
 
     return step
 
@@ -222,7 +222,7 @@ def conv_lower_bound(model: VideoModel, x: torch.Tensor, impl: str) -> Callable[
         # as _MinimalRNN runs it: per step forward and input gradient, one kernel gradient
         hw = tuple(x.shape[-2:])
         fft = use_fft("auto", rnn.recurrent_weight, DEVICE)
-        state_conv = _StateConv(rnn.recurrent_weight, torch.float32, fft, hw, t - 1)
+        state_conv = StateConv(rnn.recurrent_weight, torch.float32, fft, hw, t - 1)
         state_conv.record = True
         outs = [state_conv(s) for s in states.detach().unbind(1)]
         g = grad_like(1, outs[0])
@@ -483,6 +483,7 @@ def bench_levers(c: Config, method: str, settings: runtime.Settings, repeats: in
         fused=True,
     ) -> Callable[[], float]:
         model = copy.deepcopy(base)
+        model.fast_masks = fast_mask
         model.decoder.sparse = "auto" if sparse else False
         set_fft(model, fft)
         if recurrent:
@@ -490,17 +491,7 @@ def bench_levers(c: Config, method: str, settings: runtime.Settings, repeats: in
         if flip_layout:
             nhwc = model.encoder.convs[1].weight.is_contiguous(memory_format=torch.channels_last)
             model.to(memory_format=torch.contiguous_format if nhwc else torch.channels_last)
-        step = project_step(model, batch, use_autocast)
-        chain = functools.partial(group_ksparse_chain, fast=fast_mask)
-
-        def run() -> float:
-            gk_models.group_ksparse_chain = chain
-            try:
-                return step()
-            finally:
-                gk_models.group_ksparse_chain = group_ksparse_chain
-
-        return run
+        return project_step(model, batch, use_autocast)
 
     cases = {
         "fast": variant(),

@@ -1,14 +1,13 @@
-"""Sacred glue shared by the dataset scripts: named configs, run folders, resume, clean errors.
+"""Sacred glue shared by the dataset scripts: named configs, records, resume, clean errors.
 
 Every script is `ex = make_experiment(dataset, defaults, small=..., smoke=...)` then
-`main(ex)`. The protocol itself lives in `gksparse.protocol`; this file turns sacred's config
-into a `ProtocolConfig` (checked whole before any work) and keeps the run folder
-`results/<dataset>/<id>/`:
-- every record is written atomically with the umask's mode (`RunRecords`), by one process
-  at a time (a lock on the folder);
+`main(ex)`. The protocol lives in `gksparse.protocol`, the settings' defaults and rules in
+`gksparse.config` (sacred's config is generated from them), the run folder and resume
+planning in `gksparse.rundir`; this file connects them to sacred's command line:
+- sacred's records go into the run folder `results/<dataset>/<id>/` (`records.RunRecords`);
 - `with resume=<folder>` continues a run with its saved config; keys given beside it may
-  change while the work they decided is not done yet (`gksparse.config.resume_conflicts`),
-  and each change is recorded in `changes.json`;
+  change while the work they decided is not done yet (`gksparse.rundir.plan_resume`), and
+  each change is recorded in `changes.json`;
 - a bad setting, a damaged record or a failed stage is one sentence and exit code 2; a
   failed run keeps that sentence in `run.json` and `cout.txt`; Ctrl-C prints where the run
   is and the command that resumes it.
@@ -20,10 +19,10 @@ included) and run folder to the other ranks, which train with it and write nothi
 
 from __future__ import annotations
 
-import datetime
 import inspect
 import json
 import logging
+import signal
 import sys
 import tempfile
 import textwrap
@@ -36,49 +35,29 @@ warnings.filterwarnings("ignore", message="pkg_resources is deprecated")  # from
 import numpy as np  # noqa: E402
 import sacred  # noqa: E402
 import torch  # noqa: E402
+from records import RunRecords  # noqa: E402
 from sacred import Experiment  # noqa: E402
+from sacred.arg_parser import get_config_updates  # noqa: E402
 from sacred.dependencies import gather_sources_and_dependencies  # noqa: E402
 from sacred.host_info import host_info_gatherer  # noqa: E402
-from sacred.observers import FileStorageObserver  # noqa: E402
-from sacred.serializer import flatten  # noqa: E402
 from sacred.utils import apply_backspaces_and_linefeeds  # noqa: E402
 
 import gksparse  # noqa: E402
-from gksparse import distributed, files  # noqa: E402
-from gksparse.config import FRESH_HEAD_DATASETS, ConfigError, resume_conflicts  # noqa: E402
+from gksparse import distributed, files, runtime  # noqa: E402
+from gksparse.config import ConfigError, ProtocolConfig, defaults, rules  # noqa: E402
 from gksparse.models import METHODS  # noqa: E402
-from gksparse.protocol import ProtocolConfig, read_result, run_protocol  # noqa: E402
+from gksparse.protocol import run_protocol  # noqa: E402
+from gksparse.report import run_table  # noqa: E402
+from gksparse.rundir import RunFolderError, plan_resume  # noqa: E402
 
+DERIVED = ("data_options",)  # computed by a script's config scope from other keys
+# sacred's config: every ProtocolConfig default (sacred draws the seed), and where runs go
 BASE: dict[str, Any] = {
-    "method": "groupwtacrnn",
-    "spatial": True,  # `nospatial` turns spatial sparsity off
-    "lifetime": True,  # `nolifetime` turns lifetime sparsity off
-    "data_dir": None,  # None: $GKSPARSE_DATA, else ~/.cache/gksparse
+    **{k: v for k, v in defaults().items() if k not in ("seed", *DERIVED)},
     "results_dir": "results",
-    "resume": None,  # a run folder to continue
-    "device": None,  # None: CUDA when available, else CPU
-    "autocast": False,  # bf16 autocast: faster, not the reference's float32
-    "train_size": None,  # a deterministic subset of the training videos
-    "test_size": None,
-    "zca": None,  # None: as the reference (the dataset's choice, never for vgg19)
-    "zca_epsilon": 1e-3,
-    "classifier_epochs": None,  # most epochs of each classifier stage; None: epochs
-    "patience": 5,
-    "lr": 1e-4,
-    "finetune_lr": 1e-5,
-    "momentum": 0.9,
-    "adam": "keras",  # 'keras': Keras 2.2.4's Adam as the reference; 'torch': torch's
-    "class_weight": "none",  # 'none': as the reference trained; 'balanced'
-    "eval_batch_size": 100,
-    "pictures": 4,
-    "feature_cache_gb": 2.0,
-    "vgg_weights": "IMAGENET1K_V1",
-    "progress": True,
-    "classify_dataset": None,
-    "global_lifetime": True,  # torchrun: lifetime sparsity over the global batch, not per rank
+    "resume": None,
 }
 ABLATIONS = {"nospatial": {"spatial": False}, "nolifetime": {"lifetime": False}}
-DERIVED = ("data_options",)  # computed by a script's config scope from other keys
 OPTIONS_HELP = """
 
 Methods:     {methods}
@@ -102,192 +81,45 @@ Main options (key=value after `with`; print_config lists them all):
   zca=True|False           ZCA whitening (default: the dataset's; never for vgg19)
 """
 
-log = logging.getLogger(__name__)
-
 
 class RunFailed(Exception):
     """A run stopped with an error sentence (already printed); sacred records it as FAILED."""
 
 
-def _fail(message: str) -> None:
+def _exit(message: str) -> None:
     """One sentence on stderr and exit code 2 (before any run starts)."""
     if distributed.env_rank() == 0:
         print(f"error: {message}", file=sys.stderr)
     raise SystemExit(2)
 
 
-# -- run records ---------------------------------------------------------------------------
-class RunRecords(FileStorageObserver):
-    """FileStorageObserver writing `<results_dir>/<dataset>/<id>/`, or into `resume`.
-
-    Every file is written atomically with the umask's mode; a new folder is held (locked)
-    by this process from its creation; a resumed run keeps its first start time, lists its
-    resumes, and its `cout.txt` continues the earlier output.
-    """
-
-    def __init__(self) -> None:
-        super().__init__("results")
-        self.resume_dir: Path | None = None
-        self.cout_before = ""
-        self.error: str | None = None  # the sentence a failed run ended with
-
-    def started_event(self, ex_info, command, host_info, start_time, config, meta_info, _id):
-        self.resume_dir = Path(config["resume"]) if config.get("resume") else None
-        base = self.resume_dir.parent if self.resume_dir else Path(config["results_dir"])
-        if not self.resume_dir:
-            base = base / config["dataset"]
-        self.initialize(base, base / "_resources", base / "_sources", None, self.priority)
-        before: dict[str, Any] = {}
-        if self.resume_dir:
-            before = _read_json(self.resume_dir / "run.json", optional=True) or {}
-            cout = self.resume_dir / "cout.txt"
-            if cout.is_file():
-                stamp = start_time.isoformat(timespec="seconds")
-                self.cout_before = cout.read_text(errors="replace") + f"\n--- resumed {stamp}\n"
-        _id = super().started_event(ex_info, command, host_info, start_time, config, meta_info, _id)
-        if before.get("start_time"):
-            self.run_entry["start_time"] = before["start_time"]
-            self.run_entry["resumed"] = [*before.get("resumed", []), start_time.isoformat()]
-            self.save_json(self.run_entry, "run.json")
-        return _id
-
-    def _make_run_dir(self, _id):
-        if self.resume_dir:
-            self.dir = str(self.resume_dir)  # already held (see `plan_resume`)
-        else:
-            super()._make_run_dir(_id)
-            files.hold_folder(self.dir)
-
-    def save_json(self, obj, filename):
-        text = json.dumps(flatten(obj), sort_keys=True, indent=2)
-        files.atomic_write_text(Path(self.dir) / filename, text)
-
-    def save_cout(self):
-        files.atomic_write_text(Path(self.dir) / "cout.txt", self.cout_before + self.cout)
-        self.cout_write_cursor = len(self.cout)
-
-    def failed_event(self, fail_time, fail_trace):
-        if self.error and self.error not in self.cout:  # printed after the last capture
-            self.cout += f"error: {self.error}\n"
-            self.save_cout()
-        super().failed_event(fail_time, fail_trace)
-
-
-def _read_json(path: Path, *, optional: bool = False, what_to_do: str = "") -> Any:
-    """A run record's JSON; a missing (unless `optional`) or damaged one is `_fail`."""
-    if not path.is_file():
-        if optional:
-            return None
-        _fail(f"the run record {path} is missing; {what_to_do or 'start a new run instead'}.")
-    try:
-        return json.loads(path.read_text())
-    except (OSError, ValueError) as e:
-        _fail(f"the run record {path} is damaged ({e}); {what_to_do or 'start a new run instead'}.")
-
-
 # -- resume --------------------------------------------------------------------------------
-def plan_resume(dataset: str, updates: dict[str, Any], named: list[str]) -> dict[str, Any] | None:
+def resume_config(dataset: str, updates: dict[str, Any], named: list[str]) -> dict[str, Any] | None:
     """The config that continues the run folder `updates['resume']`, or None when it is
-    finished and nothing changes (then it says so). Refuses (`_fail`) a folder of another
-    dataset, a damaged record, a folder in use, named configs, and changes to keys that
-    finished work depended on; records accepted changes in `changes.json`."""
-    folder = Path(str(updates["resume"])).expanduser()
-    if not (folder / "config.json").is_file():
-        _fail(
-            f"resume={folder} is not a run folder (no config.json in it); pass a folder like "
-            "results/<dataset>/<id>."
-        )
+    finished and nothing changes (then it says so). Refuses (`_exit`) what
+    `rundir.plan_resume` refuses, and named configs; records accepted changes."""
+    try:
+        plan = plan_resume(updates["resume"], dataset, updates, derived=DERIVED)
+    except (RunFolderError, ConfigError, files.FolderInUse) as e:
+        _exit(str(e))
     if named:
-        _fail(
+        _exit(
             f"resume= continues a run with its saved config, so it takes no named configs "
             f"({', '.join(named)}); give changes as key=value."
         )
-    try:
-        files.hold_folder(folder)
-    except files.FolderInUse as e:
-        _fail(str(e))
-    files.remove_temporary_files(folder)  # left by a killed writer
-    saved = _read_json(folder / "config.json")
-    record = _read_json(
-        folder / "run.json",
-        optional=True,
-        what_to_do="delete it and resume again (the run's other records are intact)",
-    )
-    _read_json(
-        folder / "metrics.json",
-        optional=True,
-        what_to_do="delete it (the metrics logged so far are lost) or restore it, then resume",
-    )
-    if not isinstance(saved, dict) or "dataset" not in saved:
-        _fail(f"the run record {folder / 'config.json'} is not a run's config; start a new run.")
-    if saved["dataset"] != dataset:
-        script = "videos" if saved["dataset"] == "videos" else saved["dataset"]
-        _fail(
-            f"{folder} is a run of {saved['dataset']}, not {dataset}; resume it with: python "
-            f"experiments/{script}.py with resume={folder}"
-        )
-    try:
-        result = read_result(folder)
-    except RuntimeError as e:
-        _fail(str(e))
-    new = {k: v for k, v in saved.items() if k not in DERIVED}
-    new.update(updates)
-    new["resume"] = str(folder)
-    try:
-        ProtocolConfig.from_dict(new)
-    except ConfigError as e:
-        _fail(str(e))
-    started = result.get("pretrain") is not None or (folder / "pretrain_state.pt").is_file()
-    budgets = [n for n in saved.get("num_labeled", []) if str(n) in result["budgets"]]
-    conflicts = resume_conflicts(saved, new, pretraining_started=started, finished_budgets=budgets)
-    if conflicts:
-        _fail(
-            f"resume={folder} cannot change {conflicts[0]}; start a new run instead (the same "
-            "command without resume=, with the settings you want)."
-        )
-    changes = [
-        (key, saved.get(key), new.get(key))
-        for key in sorted(set(saved) | set(new))
-        if key not in ("resume", *DERIVED) and saved.get(key) != new.get(key)
-    ]
-    finished = result.get("pretrain") is not None and all(
-        str(n) in result["budgets"] for n in new.get("num_labeled", [])
-    )
-    if (
-        finished
-        and (record or {}).get("status") == "COMPLETED"
-        and distributed.env_world_size() == 1
-    ):
+    folder = plan.folder.path
+    if plan.finished and distributed.env_world_size() == 1:
         print(f"{folder} is finished (status COMPLETED): nothing to do, nothing changed.")
-        print(result_table(result, new.get("num_labeled", []), folder))
+        print(run_table(plan.result, plan.config.get("num_labeled", []), folder))
         return None
-    if changes:
-        log_path = folder / "changes.json"
-        history = _read_json(log_path, optional=True, what_to_do="delete it and resume") or []
-        when = datetime.datetime.now().isoformat(timespec="seconds")
-        history += [{"time": when, "key": k, "old": old, "new": v} for k, old, v in changes]
-        files.write_json(history, log_path)
-        for key, old, value in changes:
-            print(f"resume: {key} {old!r} -> {value!r} (recorded in {log_path})")
-    return new
-
-
-# -- output --------------------------------------------------------------------------------
-def result_table(result: dict[str, Any], budgets: list[int], folder: Path | str) -> str:
-    """A small table: test accuracy (%) per label budget, stacked and end-to-end."""
-    lines = [f"test accuracy (%) of {folder}:", "  labels   stacked   end-to-end"]
-    for n in budgets:
-        b = result.get("budgets", {}).get(str(n))
-        if b is None:
-            continue
-        cells = [f"{100 * b[s]['test']['accuracy']:9.1f}" for s in ("stacked", "finetune")]
-        lines.append(f"  {n:>6} {cells[0]} {cells[1]:>12}")
-    pre = result.get("pretrain") or {}
-    if "test_loss" in pre:
-        lines.append(
-            f"  reconstruction loss: train {pre['train_loss']:.4g}, test {pre['test_loss']:.4g}"
-        )
-    return "\n".join(lines)
+    if plan.changes:
+        try:
+            plan.folder.record_changes(plan.changes)
+        except RunFolderError as e:
+            _exit(str(e))
+        for key, old, value in plan.changes:
+            print(f"resume: {key} {old!r} -> {value!r} (recorded in {folder / 'changes.json'})")
+    return plan.config
 
 
 def _resume_hint(dataset: str, folder: str) -> str:
@@ -316,7 +148,7 @@ class GkExperiment(Experiment):
         main_run = (command_name or self.default_command) == "run"
         if main_run and updates.get("resume") and distributed.env_rank() == 0:
             # the other ranks of torchrun get rank 0's merged config in `run`
-            merged = plan_resume(self.path, updates, list(named_configs))
+            merged = resume_config(self.path, updates, list(named_configs))
             if merged is None:
                 raise SystemExit(0)
             updates, named_configs = merged, ()
@@ -356,23 +188,7 @@ def make_experiment(
     ex.doc = (script.get("__doc__") or "").strip() + OPTIONS_HELP.format(methods=methods)
     ex.captured_out_filter = apply_backspaces_and_linefeeds  # progress bars: final frames only
     ex.add_config({**BASE, "dataset": dataset, **defaults})
-
-    @ex.config
-    def derived(method, dataset, classify_dataset):
-        # The reference's rules per method and dataset (METHOD.md 5.1, 5.2), written out so
-        # that config.json says what ran; each may be set on the command line.
-        clipnorm = METHODS[method].clipnorm if method in METHODS else 0.0  # noqa: F841
-        carry_head = (classify_dataset or dataset) not in FRESH_HEAD_DATASETS  # noqa: F841
-
-    @ex.config_hook
-    def check_settings(config, command_name, logger):
-        if command_name == "run":  # not for print_config and the like
-            try:
-                ProtocolConfig.from_dict(config)
-            except ConfigError as e:
-                _fail(str(e))
-        return {}
-
+    _add_rules_and_checks(ex)
     for name in METHODS:
         ex.add_named_config(name, {"method": name})
     for name, cfg in {**ABLATIONS, "small": small, "smoke": smoke}.items():
@@ -384,8 +200,33 @@ def make_experiment(
     else:
         ex.logger = logging.getLogger(f"{dataset}.rank{distributed.env_rank()}")
         ex.logger.setLevel(logging.ERROR)
+    ex.main(_main_function(ex))
+    return ex
 
-    @ex.main
+
+def _add_rules_and_checks(ex: GkExperiment) -> None:
+    """The reference's rules per method and dataset (`gksparse.config.rules`), written out
+    so that config.json says what ran (each may be set on the command line), and the check
+    of every setting before a run starts."""
+
+    @ex.config
+    def derived(method, dataset, classify_dataset):
+        clipnorm = rules(method, dataset, classify_dataset)["clipnorm"]  # noqa: F841
+        carry_head = rules(method, dataset, classify_dataset)["carry_head"]  # noqa: F841
+
+    @ex.config_hook
+    def check_settings(config, command_name, logger):
+        if command_name == "run":  # not for print_config and the like
+            try:
+                ProtocolConfig.from_dict(config)
+            except ConfigError as e:
+                _exit(str(e))
+        return {}
+
+
+def _main_function(ex: GkExperiment):
+    """sacred's main function of `ex`: the protocol, one sentence for what stops it."""
+
     def run(_config, _run):
         """Run the protocol: pretrain, then stacked and end-to-end per label budget."""
         folder = None
@@ -398,27 +239,17 @@ def make_experiment(
             config, folder = distributed.broadcast_object((config, folder))
             cfg = ProtocolConfig.from_dict(config)
             if distributed.is_main():
-                device = str(distributed.local_device(torch.device(cfg.device or _default())))
-                ex.records.run_entry["device"] = device
+                device = torch.device(cfg.device) if cfg.device else runtime.default_device()
+                ex.records.run_entry["device"] = str(distributed.local_device(device))
                 ex.records.save_json(ex.records.run_entry, "run.json")
             log_fn = lambda name, value, step: _run.log_scalar(name, value, step)  # noqa: E731
             result = run_protocol(cfg, folder, log_fn)
             if distributed.is_main():
-                print(result_table(result, cfg.num_labeled, folder))
+                print(run_table(result, cfg.num_labeled, folder))
                 print(f"run folder: {folder}")
             return result
         except (ValueError, RuntimeError, OSError, ImportError) as e:
-            where = f" (rank {distributed.env_rank()})" if distributed.env_rank() else ""
-            message = f"{str(e).rstrip('.')}{where}"
-            if folder is not None and distributed.env_rank() == 0:  # what is done is kept
-                message += f"; to continue once fixed: {_resume_hint(ex.path, folder)} [key=value]."
-            print(f"error: {message}", file=sys.stderr)
-            if ex.records is not None:
-                ex.records.error = message
-            sys.stdout.flush()
-            sys.stderr.flush()
-            _run._get_captured_output()  # keep the last lines: sacred stops capturing first
-            raise RunFailed(message) from None
+            _failed(ex, _run, e, folder)
         except KeyboardInterrupt:
             if folder is not None and distributed.env_rank() == 0:
                 ex.interrupted_in = folder
@@ -426,11 +257,23 @@ def make_experiment(
         finally:
             distributed.cleanup()
 
-    return ex
+    return run
 
 
-def _default() -> str:
-    return "cuda" if torch.cuda.is_available() else "cpu"
+def _failed(ex: GkExperiment, _run, e: Exception, folder: str | None) -> None:
+    """Print the error sentence (and how to continue), keep it in the records, raise
+    `RunFailed`."""
+    where = f" (rank {distributed.env_rank()})" if distributed.env_rank() else ""
+    message = f"{str(e).rstrip('.')}{where}"
+    if folder is not None and distributed.env_rank() == 0:  # what is done is kept
+        message += f"; to continue once fixed: {_resume_hint(ex.path, folder)} [key=value]."
+    print(f"error: {message}", file=sys.stderr)
+    if ex.records is not None:
+        ex.records.error = message
+    sys.stdout.flush()
+    sys.stderr.flush()
+    _run._get_captured_output()  # keep the last lines: sacred stops capturing first
+    raise RunFailed(message) from None
 
 
 class _NoResultLine(logging.Filter):
@@ -453,13 +296,10 @@ def _logger() -> logging.Logger:
 
 
 # -- the command line ----------------------------------------------------------------------
-def check_command_line(ex: Experiment, argv: list[str]) -> None:
-    """Reject unknown named configs and config keys and an unwritable results folder with
-    one sentence each, before sacred starts a run."""
-    if "with" not in argv:
-        return
-    args = argv[argv.index("with") + 1 :]
-    keys = set(BASE) | set(ex.configurations[0]._conf) | {"seed", "clipnorm", "carry_head"}
+def check_words(ex: Experiment, args: list[str]) -> dict[str, str]:
+    """The `key=value` words of `args` (what follows `with`), by key; a ValueError (one
+    sentence) for an unknown named config or config key."""
+    keys = set(BASE) | set(ex.configurations[0]._conf) | {"seed"}
     named = set(ex.named_configs)
     values: dict[str, str] = {}
     for arg in args:
@@ -468,13 +308,27 @@ def check_command_line(ex: Experiment, argv: list[str]) -> None:
         if "=" in arg:
             key, value = arg.split("=", 1)
             if key.split(".")[0] not in keys:
-                _fail(f"unknown config key {key!r}; valid keys: {', '.join(sorted(keys))}.")
+                raise ValueError(
+                    f"unknown config key {key!r}; valid keys: {', '.join(sorted(keys))}."
+                )
             values[key] = value
         elif arg not in named and not Path(arg).is_file():
-            _fail(
+            raise ValueError(
                 f"unknown method or config {arg!r}; methods: {', '.join(METHODS)}; "
                 f"configs: {', '.join(sorted(named - set(METHODS)))}."
             )
+    return values
+
+
+def check_command_line(ex: Experiment, argv: list[str]) -> None:
+    """Reject unknown named configs and config keys and an unwritable results folder with
+    one sentence each, before sacred starts a run."""
+    if "with" not in argv:
+        return
+    try:
+        values = check_words(ex, argv[argv.index("with") + 1 :])
+    except ValueError as e:
+        _exit(str(e))
     if distributed.env_rank() != 0 or "resume" in values:  # the folders are rank 0's business
         return
     results = Path(values.get("results_dir", "results").strip("'\""))
@@ -482,16 +336,70 @@ def check_command_line(ex: Experiment, argv: list[str]) -> None:
         results.mkdir(parents=True, exist_ok=True)
         tempfile.TemporaryFile(dir=results).close()
     except OSError as e:
-        _fail(
+        _exit(
             f"cannot write run records to {results} ({e.strerror}); pass "
             "results_dir=<a writable folder>."
         )
 
 
+def resolve_config(ex: Experiment, words: list[str]) -> dict[str, Any]:
+    """The whole config that `experiments/<dataset>.py with <words>` would run with, every
+    setting checked; a ValueError (one sentence) for a bad word or setting. Runs nothing."""
+    check_words(ex, words)
+    updates, named = get_config_updates(words)
+    if "config_only" not in ex.commands:
+
+        @ex.command(unobserved=True)
+        def config_only(_config):
+            return dict(_config)
+
+    try:
+        config = ex.run(
+            "config_only",
+            config_updates=updates,
+            named_configs=named,
+            options={"--loglevel": "ERROR"},
+        ).result
+    except Exception as e:  # sacred's own errors
+        raise ValueError(f"{' '.join(words)!r} is not a valid configuration ({e}).") from None
+    ProtocolConfig.from_dict(config)  # a ConfigError (a ValueError) names the bad setting
+    return config
+
+
+def resolve_many(ex: Experiment) -> None:
+    """`--resolve`: a JSON list of word lists on stdin -> a JSON list on stdout, one
+    `{"config": ...}` or `{"error": sentence}` per list (`gksparse.sweep` asks this)."""
+    out = []
+    for words in json.load(sys.stdin):
+        try:
+            out.append({"config": resolve_config(ex, words)})
+        except ValueError as e:
+            out.append({"error": str(e)})
+    print(json.dumps(out, default=str))
+
+
+def _stop_on_sigterm() -> None:
+    """SIGTERM (what Slurm, most schedulers and `gksparse.sweep` send to stop a job) stops
+    the run as Ctrl-C does: recorded INTERRUPTED, resumable. Once: a second one is ignored
+    while the run winds down."""
+
+    def stop(signum, frame):
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)
+        raise KeyboardInterrupt
+
+    signal.signal(signal.SIGTERM, stop)
+
+
 def main(ex: GkExperiment) -> None:
-    """The scripts' entry point: check the command line, then let sacred run; Ctrl-C ends
-    with one line saying where the run is and how to resume it."""
+    """The scripts' entry point: check the command line, then let sacred run; Ctrl-C (or
+    SIGTERM) ends with one line saying where the run is and how to resume it. `--resolve`
+    answers `resolve_many` instead of running."""
+    if sys.argv[1:2] == ["--resolve"]:
+        ex.observers.clear()
+        resolve_many(ex)
+        return
     check_command_line(ex, sys.argv)
+    _stop_on_sigterm()
     try:
         ex.run_commandline()
     except KeyboardInterrupt:

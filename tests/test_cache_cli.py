@@ -12,7 +12,7 @@ import pytest
 
 import gksparse
 from gksparse.cache import main
-from gksparse.data.cache import CacheWriter, entry_dir, format_size, format_time, list_entries
+from gksparse.data.videocache import CacheWriter, entry_dir, format_size, format_time, list_entries
 
 SRC = Path(gksparse.__file__).resolve().parents[1]
 

@@ -7,29 +7,14 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from tiny_models import small_model as tiny_small_model
 
 from gksparse.checkpoint import atomic_save, load_checkpoint, save_checkpoint
-from gksparse.models import ModelConfig, build_model
 
 
 def small_model(method: str = "groupwtacrnn", seed: int = 0, **overrides):
-    torch.manual_seed(seed)
-    kw = dict(
-        method=method,
-        in_channels=1,
-        height=6,
-        width=6,
-        classes=3,
-        filters=8,
-        enc_kernel=3,
-        dec_kernel=5,
-        groups=4,
-        k_spatial=2,
-        vgg_weights=None,
-        extra={"dataset": "toy"},
-    )
-    kw.update(overrides)
-    return build_model(ModelConfig(**kw))
+    kw = {"dec_kernel": 5, "k_spatial": 2, "extra": {"dataset": "toy"}, **overrides}
+    return tiny_small_model(method, seed, **kw)
 
 
 def perturb(model: torch.nn.Module) -> None:

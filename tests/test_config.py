@@ -5,8 +5,9 @@ from __future__ import annotations
 import pytest
 import torch
 
-from gksparse.config import ConfigError, ProtocolConfig, resume_conflicts, stage_of
+from gksparse.config import ConfigError, ProtocolConfig
 from gksparse.data.splits import budget_range
+from gksparse.recipes import ADAM_OPTIMIZER
 
 
 def make(**kw) -> ProtocolConfig:
@@ -76,67 +77,19 @@ def test_cuda_without_cuda_says_how_to_get_it():
 
 
 def test_the_reference_rules_per_method_and_dataset():
-    assert make(method="groupwtacrnn").clip == 1.0 and make().clip == 0.0
-    assert make(method="denoisingcrnn").clip == 0.0  # the reference did not clip it
-    assert make(method="groupwtacnn", clipnorm=2.0).clip == 2.0
-    assert make().carries_head and make(dataset="cifar10scanned").carries_head
-    assert not make(dataset="coil100", num_labeled=[4]).carries_head
-    assert not make(dataset="necanimal", num_labeled=[4]).carries_head
-    assert not make(carry_head=False).carries_head
-    assert make(method="vgg19").whiten is False and make().whiten is None
-    assert make(method="vgg19", zca=True).whiten is True
+    assert make(method="groupwtacrnn").clipnorm == 1.0 and make().clipnorm == 0.0
+    assert make(method="denoisingcrnn").clipnorm == 0.0  # the reference did not clip it
+    assert make(method="groupwtacnn", clipnorm=2.0).clipnorm == 2.0
+    assert make().carry_head and make(dataset="cifar10scanned").carry_head
+    assert not make(dataset="coil100", num_labeled=[4]).carry_head
+    assert not make(dataset="necanimal", num_labeled=[4]).carry_head
+    assert not make(carry_head=False).carry_head
+    assert make(method="vgg19").zca is False and make().zca is None
+    assert make(method="vgg19", zca=True).zca is True
     cfg = make()
-    assert (cfg.autocast, cfg.adam, cfg.class_weight, cfg.adam_optimizer) == (
+    assert (cfg.autocast, cfg.adam, cfg.class_weight, ADAM_OPTIMIZER[cfg.adam]) == (
         False,
         "keras",
         "none",
         "adam",
     )
-
-
-SAVED = {
-    "dataset": "mnistrotated",
-    "method": "groupwtacnn",
-    "seed": 1,
-    "lr": 1e-4,
-    "finetune_lr": 0.1,
-    "num_labeled": [300, 600],
-    "data_dir": "/a",
-    "frames": 16,
-    "carry_head": True,
-}
-
-
-def conflicts(started: bool, finished: list[int], **new) -> list[str]:
-    return resume_conflicts(
-        SAVED, {**SAVED, **new}, pretraining_started=started, finished_budgets=finished
-    )
-
-
-def test_resume_may_change_what_no_finished_work_depends_on():
-    assert conflicts(True, [], finetune_lr=1e-5, data_dir="/b", device="cpu") == []
-    assert conflicts(False, [], lr=1e-3, seed=2) == []  # nothing pretrained yet
-    assert conflicts(True, [300], num_labeled=[300, 600, 1000]) == []  # an added budget
-    assert conflicts(True, [300], carry_head=True, num_labeled=[300]) == []
-
-
-def test_resume_refuses_changes_to_what_finished_work_depends_on():
-    (c,) = conflicts(True, [], lr=1e-3)
-    assert c.startswith("lr (the pretraining already ran with lr=0.0001")
-    assert conflicts(True, [], frames=8)[0].startswith("frames")  # a script's own key
-    (c,) = conflicts(True, [300], finetune_lr=1e-5)
-    assert "budget(s) 300 already finished" in c
-    assert "drops the finished" in conflicts(True, [300], num_labeled=[600])[0]
-    assert "must come first" in conflicts(True, [300], num_labeled=[600, 300])[0]
-    assert conflicts(True, [300], num_labeled=[600, 300], carry_head=False) == [
-        "carry_head (label budget(s) 300 already finished with True)"
-    ]
-
-
-def test_every_protocol_key_has_a_stage():
-    from dataclasses import fields
-
-    stages = {f.name: stage_of(f.name) for f in fields(ProtocolConfig)}
-    assert stages["finetune_lr"] == "classifiers" and stages["epochs"] == "pretraining"
-    assert stages["device"] is None and stages["num_labeled"] is None
-    assert set(stages.values()) == {None, "pretraining", "classifiers"}

@@ -26,7 +26,6 @@ import torch.multiprocessing as mp
 from gksparse import distributed, runtime
 from gksparse.data.videos import Videos
 from gksparse.distributed import (
-    global_lifetime,
     global_sparse_chain,
     global_topk_mask,
     shard_bounds,
@@ -127,10 +126,9 @@ def _sparse_shards() -> dict:
             (grad,) = torch.autograd.grad(y.sum(), shard)
             out[sparsity, k] = (y.detach(), grad)
             if k == 1:  # the switch off: every rank ranks its own shard
-                with global_lifetime(False):
-                    out[sparsity, "local"] = _model(sparsity).sparsify(shard).detach()
-                with global_lifetime(True):
-                    out[sparsity, "model"] = _model(sparsity).sparsify(shard).detach()
+                model = _model(sparsity)
+                out[sparsity, "local"] = model.sparsify(shard, global_lifetime=False).detach()
+                out[sparsity, "model"] = model.sparsify(shard, global_lifetime=True).detach()
     return out
 
 

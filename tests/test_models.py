@@ -8,11 +8,11 @@ import sys
 import pytest
 import torch
 import torch.nn.functional as F
+from tiny_models import small_config, small_model
 
 from gksparse.models import (
     METHODS,
     ClassifierHead,
-    ModelConfig,
     build_model,
     get_method,
     stretch_frames,
@@ -21,29 +21,6 @@ from gksparse.sparsity import group_ksparse, group_norms, ksparse
 
 PRETRAINED = sorted(name for name, m in METHODS.items() if m.pretrained)
 NOT_PRETRAINED = sorted(name for name, m in METHODS.items() if not m.pretrained)
-
-
-def small_config(method: str, **overrides) -> ModelConfig:
-    """A tiny model of `method`: 1 x 6 x 6 frames, 8 filters in 4 groups, 3 classes."""
-    kw = dict(
-        method=method,
-        in_channels=1,
-        height=6,
-        width=6,
-        classes=3,
-        filters=8,
-        enc_kernel=3,
-        dec_kernel=3,
-        groups=4,
-        vgg_weights=None,
-    )
-    kw.update(overrides)
-    return ModelConfig(**kw)
-
-
-def small_model(method: str, seed: int = 0, **overrides):
-    torch.manual_seed(seed)
-    return build_model(small_config(method, **overrides))
 
 
 def batch(t: int, c: int = 1, h: int = 6, w: int = 6, n: int = 2, seed: int = 0):

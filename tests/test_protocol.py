@@ -96,6 +96,10 @@ def test_result_structure_and_files(tiny, tmp_path):
         "n60.stacked.evaluate_seconds",
         "n60.finetune.seconds",
         "n60.finetune.evaluate_seconds",
+        "n60.probe.features_seconds",  # the linear and k-NN probes (probe=True)
+        "n60.probe.linear.seconds",
+        "n60.probe.knn.seconds",
+        "n60.probe.seconds",
     }
     assert all(value > 0 for value in seconds.values())
 

@@ -4,8 +4,9 @@ script, in order, in a checkout laid out as a fresh clone beside `../shared`.
 What cannot run here is named, not silently dropped: the install lines (the test runs in the
 installed environment), `python -m pytest` (this is it) and the torchrun commands for GPUs
 or several machines. The paper-sized experiment and benchmark commands run with `smoke` (a
-resume keeps its run's config), so the test takes minutes, not days; everything else runs
-exactly as written.
+resume keeps its run's config), so the test takes minutes, not days; the sweeps, grids of
+such runs, with `--dry-run` (every cell's settings checked, nothing run: `tests/sweep` runs
+sweeps); everything else runs exactly as written.
 """
 
 from __future__ import annotations
@@ -53,6 +54,9 @@ def as_run_here(block: str) -> tuple[str, list[str]]:
         # (a resume keeps its run's own config, smoke-sized here already)
         if LONG.match(command) and " smoke" not in command and " resume=" not in command:
             line = re.sub(r" small\b", "", command) + " smoke"
+        if command.startswith("python -m gksparse.sweep"):
+            before, with_, after = command.partition(" with ")
+            line = f"{before} --dry-run{with_}{after}"
         lines.append(line)
     return "\n".join(lines), left_out
 

@@ -10,7 +10,7 @@ import stat
 import pytest
 
 from gksparse import plots
-from gksparse.report import main, read_runs, table, write_report, x_label
+from gksparse.report import main, read_runs, run_table, table, write_report, x_label
 
 SMOKE = {"epochs": 1, "train_size": 100, "test_size": 50, "filters": 16}
 SMALL = {"epochs": 3, "train_size": 3000, "test_size": 1000, "filters": 64}
@@ -254,3 +254,69 @@ def test_what_only_differs_between_methods_is_no_setting(tmp_path):
     assert ("mnistrotated", "groupwtacnn", "", (), "stacked") in rows
     crnn = {key[3] for key in rows if key[1] == "groupwtacrnn"}
     assert crnn == {(("clipnorm", "0.5"),), (("clipnorm", "1.0"),)}  # a real difference
+
+
+def add_probes(folder, accs, *, stages=True):
+    """Give the run in `folder` probes (`accs`: budget -> (linear, k-NN) test accuracy)."""
+    result = json.loads((folder / "result.json").read_text())
+    for n, (linear, knn) in accs.items():
+        budget = result["budgets"].setdefault(str(n), {})
+        if not stages:
+            budget.pop("stacked", None)
+            budget.pop("finetune", None)
+        budget["probe"] = {
+            "linear": {"accuracy": linear, "loss": 1.0, "C": 0.1, "val_accuracy": linear},
+            "knn": {"accuracy": knn, "k": 20},
+        }
+    (folder / "result.json").write_text(json.dumps(result))
+
+
+def test_probes_are_rows_beside_the_stages_and_pixels_is_a_method(tmp_path, capsys, monkeypatch):
+    # an old run (no `probe` key), a new one (probe=True) and one with probe=False: one row
+    old = write_run(tmp_path, 1, "mnistrotated", "groupwtacnn", 1, {300: 0.5})
+    add_probes(old, {300: (0.6, 0.4)})
+    new = write_run(tmp_path, 2, "mnistrotated", "groupwtacnn", 2, {300: 0.7}, probe=True)
+    add_probes(new, {300: (0.8, 0.6)})
+    write_run(tmp_path, 3, "mnistrotated", "groupwtacnn", 3, {300: 0.9}, probe=False)
+    pixels = write_run(tmp_path, 4, "mnistrotated", "pixels", 1, {300: 0.0})
+    add_probes(pixels, {300: (0.3, 0.2)}, stages=False)
+    rows = table(read_runs(tmp_path)[0])
+    assert list(rows) == [
+        ("mnistrotated", "groupwtacnn", "", (), "stacked"),
+        ("mnistrotated", "groupwtacnn", "", (), "end-to-end"),
+        ("mnistrotated", "groupwtacnn", "", (), "linear probe"),
+        ("mnistrotated", "groupwtacnn", "", (), "k-NN"),
+        ("mnistrotated", "pixels", "", (), "linear probe"),
+        ("mnistrotated", "pixels", "", (), "k-NN"),
+    ]
+    assert rows[("mnistrotated", "groupwtacnn", "", (), "stacked")].seeds == 3
+    assert rows[("mnistrotated", "groupwtacnn", "", (), "k-NN")].accuracies == {300: [0.4, 0.6]}
+
+    lines = []
+    monkeypatch.setattr(plots, "_save", lambda fig, path: lines.extend(fig.axes[0].lines))
+    assert main([str(tmp_path)]) == 0
+    md = capsys.readouterr().out
+    assert "| groupwtacnn | - | linear probe | - | 2 | 70.00 ± 10.00 |" in md
+    assert "| pixels | - | k-NN | - | 1 | 20.00 |" in md
+    listed = [(r["method"], r["classifier"]) for r in csv.DictReader(open(tmp_path / "report.csv"))]
+    assert ("groupwtacnn", "k-NN") in listed and ("pixels", "linear probe") in listed
+    assert "pixels k-NN" in [line.get_label() for line in lines]
+
+
+def test_the_run_table_has_probe_columns_when_the_run_has_probes():
+    budget = {s: {"test": {"accuracy": 0.5}} for s in ("stacked", "finetune")}
+    result = {"pretrain": None, "budgets": {"300": budget}}
+    plain = run_table(result, [300], "run")
+    assert "linear probe" not in plain and "50.0" in plain
+    budget["probe"] = {"linear": {"accuracy": 0.612}, "knn": {"accuracy": 0.55}}
+    lines = run_table(result, [300, 600], "run").splitlines()
+    assert lines[1].split() == ["labels", "stacked", "end-to-end", "linear", "probe", "k-NN"]
+    assert lines[2].split() == ["300", "50.0", "50.0", "61.2", "55.0"] and len(lines) == 3
+    pixels = {"pretrain": None, "budgets": {"300": {"probe": budget["probe"]}}}
+    assert run_table(pixels, [300], "run").splitlines()[2].split() == [
+        "300",
+        "-",
+        "-",
+        "61.2",
+        "55.0",
+    ]

@@ -8,10 +8,11 @@ import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
+from tiny_models import small_model as tiny_small_model
 from torch import nn
 
 from gksparse.data.videos import Videos
-from gksparse.models import ModelConfig, build_model, masked_mse
+from gksparse.models import masked_mse
 from gksparse.train import (
     ClassificationLoss,
     Stage,
@@ -44,19 +45,7 @@ def constant_videos(value: float, n: int = 4) -> Videos:
 
 
 def small_model(method: str = "wtacnn", seed: int = 0):
-    torch.manual_seed(seed)
-    config = ModelConfig(
-        method=method,
-        in_channels=1,
-        height=6,
-        width=6,
-        classes=3,
-        filters=8,
-        enc_kernel=3,
-        dec_kernel=3,
-        groups=4,
-    )
-    return build_model(config)
+    return tiny_small_model(method, seed)
 
 
 def labeled(n: int = 6, t: int = 4, seed: int = 0, mask: bool = False) -> Videos:
@@ -335,7 +324,7 @@ def test_next_frame_target_is_shifted_by_one(method, want, monkeypatch):
     # With a decoder that returns its input, reconstruction is perfect and next-frame
     # prediction misses by the difference between consecutive frames (0.5, squared 0.25).
     model = small_model(method)
-    monkeypatch.setattr(model, "reconstruct", lambda x, mask=None: (x, x))
+    monkeypatch.setattr(model, "reconstruct", lambda x, mask=None, global_lifetime=False: (x, x))
     x = frames_equal_to_time(5)
     assert model.pretrain_loss(x).item() == pytest.approx(want)
     padded = x.clone()

@@ -1,4 +1,4 @@
-"""List or clear the videos that `gksparse.data.load` cached.
+"""List or clear the videos that `gksparse.data.load` cached (`gksparse.data.videocache`).
 
     python -m gksparse.cache list [--cache-dir DIR]
     python -m gksparse.cache clear [DATASET ...] [--cache-dir DIR]
@@ -16,8 +16,8 @@ import sys
 from pathlib import Path
 
 from .data import DATASETS
-from .data.cache import clear, describe, format_size, format_time, list_entries
 from .data.paths import CACHE_LIMIT_ENV, DEFAULT_CACHE_LIMIT_GB, cache_limit, cache_root
+from .data.videocache import clear, describe, format_size, format_time, list_entries
 
 
 class _BadInput(Exception):

@@ -1,15 +1,17 @@
-"""One run's settings (`ProtocolConfig`), checked whole before any work, and which finished
-work each setting decided (what may still change when a run is resumed).
+"""One run's settings (`ProtocolConfig`): the single source of the defaults and of the
+reference's rules, checked whole before any work.
 
 Every key is checked for type and range when a `ProtocolConfig` is made, so a bad value is
 one sentence naming the key, the value and what is allowed (a `ConfigError`), before any
-data is read or any folder made. The experiment scripts check the same way.
+data is read or any folder made; the experiment scripts build one from sacred's config, whose
+defaults come from here (`defaults`, `rules`). `RUNTIME_KEYS` and `CLASSIFIER_KEYS` say which
+keys change which results: resume (`gksparse.rundir`) and the report read them from here.
 """
 
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field, fields
+from dataclasses import MISSING, dataclass, field, fields
 from typing import Any
 
 import torch
@@ -35,23 +37,30 @@ class ConfigError(ValueError):
     """A setting that cannot work; the message names the key, the value and what is allowed."""
 
 
-@dataclass
+@dataclass(frozen=True)
 class ProtocolConfig:
     """One run: one dataset x one method x one seed (METHOD.md sections 4-6).
 
     The defaults are the reference's training rules (METHOD.md 5.1, 5.2); each rule has a key
-    that switches it: `clipnorm` (None: the method's), `adam` ('keras' or 'torch'),
-    `class_weight` ('none' or 'balanced'), `carry_head` (None: the dataset's), `zca` (None:
-    the dataset's, never for vgg19), `autocast` (bf16; off: float32).
+    that switches it. Four keys are resolved once, when the config is made, from the method
+    and the dataset (`rules`), and hold the value that runs from then on:
+    `clipnorm` (None: the method's; 0: off), `carry_head` (None: the dataset's),
+    `zca` (None: the dataset's choice, made by its loader; vgg19: False) and
+    `classify_dataset` (None: the dataset itself; necanimal: coil100). `adam` ('keras' or
+    'torch') picks the optimizer of pretraining and the stacked stage, `class_weight`
+    ('none' or 'balanced') the classifier loss, `autocast` bf16 (off: float32).
+
+    Frozen: `dataclasses.replace` keeps the resolved values; to re-resolve them for another
+    method or dataset, build a new config from the settings as given.
     """
 
     dataset: str
-    method: str
+    method: str = "groupwtacrnn"
     seed: int = 0
     num_labeled: list[int] = field(default_factory=lambda: [300])
     classify_dataset: str | None = None  # None: the dataset itself (necanimal: coil100)
-    data_dir: str | None = None
-    train_size: int | None = None
+    data_dir: str | None = None  # None: $GKSPARSE_DATA, else ~/.cache/gksparse
+    train_size: int | None = None  # a deterministic subset of the training videos
     test_size: int | None = None
     zca: bool | None = None  # None: as the reference (the dataset's choice; never for vgg19)
     zca_epsilon: float | None = 1e-3
@@ -72,11 +81,12 @@ class ProtocolConfig:
     adam: str = "keras"  # 'keras': Keras 2.2.4's Adam (the reference); 'torch': torch's
     class_weight: str = "none"  # 'none': as the reference trained; 'balanced': its intent
     carry_head: bool | None = None  # head + optimizers carried between budgets; None: dataset's
-    device: str | None = None  # None: CUDA when available
+    device: str | None = None  # None: CUDA when available (`runtime.default_device`)
     autocast: bool = False  # bf16 autocast: faster, but not the reference's float32
     eval_batch_size: int = 100
     pictures: int = 4
     feature_cache_gb: float = 2.0  # stacked stage: cache encoder features up to this size
+    probe: bool = True  # per budget, a linear and a k-NN probe of the frozen features
     vgg_weights: str | None = "IMAGENET1K_V1"
     progress: bool = True
     data_options: dict[str, Any] = field(default_factory=dict)  # more options of the loader
@@ -86,6 +96,9 @@ class ProtocolConfig:
 
     def __post_init__(self) -> None:
         check(self)
+        for key, value in rules(self.method, self.dataset, self.classify_dataset).items():
+            if getattr(self, key) is None:
+                object.__setattr__(self, key, value)
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> ProtocolConfig:
@@ -93,30 +106,65 @@ class ProtocolConfig:
         names = {f.name for f in fields(cls)}
         return cls(**{k: v for k, v in d.items() if k in names})
 
-    # -- the reference's rules, resolved ---------------------------------------------------
-    @property
-    def clip(self) -> float:
-        """The clipnorm of all three stages: the key's, else the method's; 0 is off."""
-        return float(get_method(self.method).clipnorm if self.clipnorm is None else self.clipnorm)
+    def to_dict(self) -> dict[str, Any]:
+        """Every setting, resolved, as plain values."""
+        return {f.name: getattr(self, f.name) for f in fields(self)}
 
-    @property
-    def adam_optimizer(self) -> str:
-        """The `train.Stage` optimizer of pretraining and the stacked stage."""
-        return "adam" if self.adam == "keras" else "torch_adam"
 
-    @property
-    def carries_head(self) -> bool:
-        """Whether the head and classifier optimizers carry over between label budgets."""
-        if self.carry_head is not None:
-            return self.carry_head
-        return (self.classify_dataset or self.dataset) not in FRESH_HEAD_DATASETS
+def defaults() -> dict[str, Any]:
+    """The default of every setting but `dataset` (what sacred's config starts from)."""
+    out = {}
+    for f in fields(ProtocolConfig):
+        if f.default is not MISSING:
+            out[f.name] = f.default
+        elif f.default_factory is not MISSING:
+            out[f.name] = f.default_factory()
+    return out
 
-    @property
-    def whiten(self) -> bool | None:
-        """`zca` for the data loaders: False for vgg19 unless asked; None: the dataset's."""
-        if self.zca is None and not get_method(self.method).whiten:
-            return False
-        return self.zca
+
+def classified(dataset: str, classify_dataset: str | None = None) -> str:
+    """The dataset whose labeled split a run classifies: NEC Animal's is COIL-100."""
+    return classify_dataset or ("coil100" if dataset == "necanimal" else dataset)
+
+
+def rules(method: str, dataset: str, classify_dataset: str | None = None) -> dict[str, Any]:
+    """The reference's choices for a method and dataset (METHOD.md 5.1, 5.2), by key:
+    `clipnorm` (the method's Keras clipnorm, 0: off), `carry_head` (whether the head and
+    classifier optimizers carry over between label budgets), `zca` (False where the method
+    takes no whitening, vgg19; None: the dataset's choice) and `classify_dataset`."""
+    m = METHODS.get(method)
+    target = classified(dataset, classify_dataset)
+    return {
+        "clipnorm": float(m.clipnorm) if m else 0.0,
+        "carry_head": target not in FRESH_HEAD_DATASETS,
+        "zca": None if m is None or m.whiten else False,
+        "classify_dataset": target,
+    }
+
+
+# Keys that do not change a run's numbers (where files live, what is printed or drawn, the
+# evaluation batch and the feature cache's size): resume may always change them, and the
+# report averages runs that differ only in them.
+RUNTIME_KEYS = (
+    "resume",
+    "data_dir",
+    "results_dir",
+    "device",
+    "progress",
+    "pictures",
+    "eval_batch_size",
+    "feature_cache_gb",
+)
+# Keys that only the classifier stages of the label budgets read.
+CLASSIFIER_KEYS = (
+    "classifier_epochs",
+    "patience",
+    "finetune_lr",
+    "momentum",
+    "class_weight",
+    "carry_head",
+    "probe",
+)
 
 
 # -- checks ----------------------------------------------------------------------------------
@@ -168,7 +216,7 @@ def check(cfg: ProtocolConfig) -> None:
     _choice(cfg, "dataset", DATASETS)
     if cfg.method not in METHODS:
         _fail("method", cfg.method, f"use one of {', '.join(METHODS)}")
-    if cfg.classify_dataset is not None:
+    if cfg.classify_dataset not in (None, cfg.dataset):
         _choice(cfg, "classify_dataset", tuple(LABELED))
     if not _is_int(cfg.seed):
         _fail("seed", cfg.seed, "use a whole number")
@@ -191,7 +239,7 @@ def check(cfg: ProtocolConfig) -> None:
     _number(cfg, "clipnorm", 0, strict=False, optional=True)
     _number(cfg, "zca_epsilon", 0, strict=False, optional=True)
     _number(cfg, "feature_cache_gb", 0, strict=False)
-    for key in ("spatial", "lifetime", "autocast", "progress", "global_lifetime"):
+    for key in ("spatial", "lifetime", "autocast", "progress", "global_lifetime", "probe"):
         _flag(cfg, key)
     for key in ("zca", "carry_head"):
         _flag(cfg, key, optional=True)
@@ -214,7 +262,7 @@ def _check_budgets(cfg: ProtocolConfig) -> None:
         _fail("num_labeled", budgets, "use a list of label budgets, e.g. [300, 600]")
     if len(set(budgets)) != len(budgets):
         _fail("num_labeled", budgets, "use each budget once")
-    name = cfg.classify_dataset or ("coil100" if cfg.dataset == "necanimal" else cfg.dataset)
+    name = classified(cfg.dataset, cfg.classify_dataset)
     if name not in LABELED:  # your own videos: checked once the folder is read
         return
     split, videos, classes = LABELED[name]
@@ -258,80 +306,3 @@ def check_device(device: str | None) -> None:
             device,
             f"this machine has {count} CUDA GPU(s): use cuda:0 to cuda:{count - 1}",
         )
-
-
-# -- resume: which finished work each key decided ----------------------------------------------
-PRETRAINING, CLASSIFIERS = "pretraining", "classifiers"
-# Keys that change nothing already computed (they are read again on every resume).
-FREE_KEYS = (
-    "resume",
-    "data_dir",
-    "results_dir",
-    "device",
-    "autocast",
-    "progress",
-    "pictures",
-    "eval_batch_size",
-    "feature_cache_gb",
-    "num_labeled",  # checked on its own: finished budgets must stay
-)
-# Keys that only the classifier stages of the label budgets read.
-CLASSIFIER_KEYS = (
-    "classifier_epochs",
-    "patience",
-    "finetune_lr",
-    "momentum",
-    "class_weight",
-    "carry_head",
-)
-
-
-def stage_of(key: str) -> str | None:
-    """The work `key` decides: PRETRAINING (the data, the model, pretraining; also every key
-    a dataset script adds, such as a video folder's options), CLASSIFIERS, or None."""
-    if key in FREE_KEYS:
-        return None
-    return CLASSIFIERS if key in CLASSIFIER_KEYS else PRETRAINING
-
-
-def resume_conflicts(
-    saved: dict[str, Any],
-    new: dict[str, Any],
-    *,
-    pretraining_started: bool,
-    finished_budgets: list[int],
-) -> list[str]:
-    """Why `new` cannot continue a run made with `saved`: one sentence per conflict.
-
-    A key may change while no work it decided is done: pretraining keys until pretraining
-    has started (a saved epoch or its end), classifier keys until a label budget finished;
-    the finished budgets must stay in `num_labeled`, in their order and first when the head
-    carries over between budgets (each budget then starts from the one before).
-    """
-    out = []
-    for key in sorted(set(saved) | set(new)):
-        if saved.get(key) == new.get(key):
-            continue
-        stage = stage_of(key)
-        if stage == PRETRAINING and pretraining_started:
-            out.append(f"{key} (the pretraining already ran with {key}={saved.get(key)!r})")
-        elif stage == CLASSIFIERS and finished_budgets:
-            done = ", ".join(map(str, finished_budgets))
-            out.append(f"{key} (label budget(s) {done} already finished with {saved.get(key)!r})")
-    budgets = list(new.get("num_labeled") or [])
-    missing = [n for n in finished_budgets if n not in budgets]
-    if missing:
-        out.append(f"num_labeled (it drops the finished budget(s) {', '.join(map(str, missing))})")
-    elif finished_budgets and new.get("carry_head") is not False and _carries(new):
-        if budgets[: len(finished_budgets)] != list(finished_budgets):
-            out.append(
-                f"num_labeled (the head carries over between budgets, so the finished "
-                f"{list(finished_budgets)} must come first, in that order)"
-            )
-    return out
-
-
-def _carries(cfg: dict[str, Any]) -> bool:
-    if cfg.get("carry_head") is not None:
-        return bool(cfg["carry_head"])
-    return (cfg.get("classify_dataset") or cfg.get("dataset")) not in FRESH_HEAD_DATASETS

@@ -1,4 +1,4 @@
-"""Multi-process training: the process group, rank helpers and global lifetime sparsity.
+"""Multi-process training: the process group, rank helpers, global lifetime sparsity and DDP.
 
 Started by `torchrun` (which sets RANK, WORLD_SIZE, LOCAL_RANK, MASTER_ADDR, MASTER_PORT),
 `setup` joins the process group: gloo on the CPU, nccl on CUDA (one GPU per process). Without
@@ -11,12 +11,18 @@ the maximum wins; k > 1: all-gather every rank's top-k candidates and keep the g
 k), and keeps the local entries among them: exactly the single-process mask of the
 concatenated batch, ties included (the lowest flat index over the sparse dims wins, as in
 `topk_mask`). The mask is a constant for autograd, so the gradient flows through the local
-kept entries only. `global_lifetime(False)` restores the per-process behaviour (each rank
-ranks its own shard), for comparison.
+kept entries only. A model uses it when asked (`VideoModel.sparsify(global_lifetime=True)`,
+the protocol's `global_lifetime=True`); otherwise each rank ranks its own shard, as the
+original code did.
+
+`wrap`, `share_shuffling` and `weigh_shard` are what `train.fit` needs of DistributedDataParallel:
+the model wrapped, one shuffled order for all ranks, and each rank's loss weighted so that the
+averaged gradient is the gradient of the whole global batch's loss.
 """
 
 from __future__ import annotations
 
+import math
 import os
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
@@ -25,12 +31,12 @@ from typing import Any, TypeVar
 
 import torch
 import torch.distributed as dist
+from torch import nn
+from torch.nn.parallel import DistributedDataParallel
 
-from .sparsity import Steps, topk_mask
+from .sparsity import Steps, chain_keep, check_group_steps, group_scores, keep_groups, topk_mask
 
 T = TypeVar("T")
-
-_GLOBAL_LIFETIME = True  # see `global_lifetime`
 
 
 # -- the process group --------------------------------------------------------------------
@@ -220,24 +226,6 @@ def shard_bounds(n: int, rank: int, world: int) -> tuple[int, int]:
 
 
 # -- global lifetime sparsity -------------------------------------------------------------
-@contextmanager
-def global_lifetime(enabled: bool = True) -> Iterator[None]:
-    """Within the block, lifetime sparsity ranks over the global batch (True, the default)
-    or over each process's own shard (False: the per-process behaviour of the original code).
-    Matters only with a process group of more than one process."""
-    global _GLOBAL_LIFETIME
-    previous, _GLOBAL_LIFETIME = _GLOBAL_LIFETIME, bool(enabled)
-    try:
-        yield
-    finally:
-        _GLOBAL_LIFETIME = previous
-
-
-def lifetime_is_global() -> bool:
-    """Whether sparsity steps over the batch dim must rank over all processes now."""
-    return _GLOBAL_LIFETIME and is_distributed()
-
-
 def global_topk_mask(scores: torch.Tensor, k: int, dims: int | Sequence[int]) -> torch.Tensor:
     """`topk_mask(scores, k, dims)` of the global batch: this rank's part of the mask.
 
@@ -316,43 +304,77 @@ def _global_topk(flat: torch.Tensor, k: int) -> torch.Tensor:
     return (flat > threshold) | (equal & (order <= mine))
 
 
-def _group_scores(x: torch.Tensor, groups: int, channel_dim: int) -> torch.Tensor:
-    """Squared L2 norms of the channel groups in fp32 (as `group_ksparse_chain` ranks them)."""
-    c = x.shape[channel_dim]
-    if groups < 1 or c % groups:
-        raise ValueError(f"groups={groups} must divide the {c} channels; choose a divisor of {c}.")
-    grouped = x.detach().unflatten(channel_dim, (groups, c // groups)).float()
-    return grouped.square().sum(dim=channel_dim + 1)
-
-
 def global_sparse_chain(
     x: torch.Tensor,
     steps: Steps,
     sparsity: str = "plain",
     groups: int = 1,
     channel_dim: int = 2,
+    *,
+    fast: bool = True,
 ) -> torch.Tensor:
     """`ksparse_chain` ('plain') or `group_ksparse_chain` ('group') of the global batch.
 
     x: this rank's shard `(n, ...)` of the global batch (split along dim 0). Steps whose dims
     include dim 0 (lifetime: `(0, 1)`) rank over all ranks with `global_topk_mask`; the other
-    steps (spatial) are local. Returns this rank's part of the result, shaped like `x`; the
-    gradient flows through the local kept entries only.
+    steps (spatial) are local (`topk_mask`, `fast` as there). Returns this rank's part of the
+    result, shaped like `x`; the gradient flows through the local kept entries only.
     """
     if sparsity not in ("plain", "group"):
         raise ValueError(f"unknown sparsity {sparsity!r}; use 'plain' or 'group'.")
     channel_dim %= x.ndim
-    scores = x.detach() if sparsity == "plain" else _group_scores(x, groups, channel_dim)
-    keep = None
-    for k, dims in steps:
-        over_batch = 0 in [d % x.ndim for d in ((dims,) if isinstance(dims, int) else dims)]
-        mask = global_topk_mask(scores, k, dims) if over_batch else topk_mask(scores, k, dims)
-        keep = mask if keep is None else keep & mask
-        scores = scores * mask
-    if keep is None:
-        return x
+
+    def topk(scores: torch.Tensor, k: int, dims: int | Sequence[int]) -> torch.Tensor:
+        if 0 in [d % x.ndim for d in ((dims,) if isinstance(dims, int) else dims)]:
+            return global_topk_mask(scores, k, dims)  # over the batch: every rank's shard
+        return topk_mask(scores, k, dims, fast=fast)
+
     if sparsity == "plain":
-        return x * keep
-    c = x.shape[channel_dim]
-    grouped = x.unflatten(channel_dim, (groups, c // groups))
-    return (grouped * keep.unsqueeze(channel_dim + 1)).flatten(channel_dim, channel_dim + 1)
+        keep = chain_keep(x.detach(), steps, topk)
+        return x if keep is None else torch.where(keep, x, 0.0)
+    check_group_steps(steps, channel_dim, x.ndim)
+    keep = chain_keep(group_scores(x, groups, channel_dim), steps, topk)
+    return x if keep is None else keep_groups(x, keep, channel_dim)
+
+
+# -- DistributedDataParallel --------------------------------------------------------------------
+def check_global_batch(batch_size: int) -> None:
+    """Raise a ValueError unless the global batch splits evenly over the processes."""
+    world = world_size()
+    if batch_size % world:
+        raise ValueError(
+            f"batch_size={batch_size} is the global batch, split evenly over {world} "
+            f"processes; choose a multiple of {world}."
+        )
+
+
+def wrap(module: nn.Module, device: torch.device) -> nn.Module:
+    """`module` in DistributedDataParallel under a process group, else `module` itself."""
+    if not is_distributed():
+        return module
+    return DistributedDataParallel(module, device_ids=[device] if device.type == "cuda" else None)
+
+
+def share_shuffling(generator: torch.Generator, own_rng: bool) -> None:
+    """Before a stage under a process group: every rank shuffles with rank 0's `generator`,
+    and unless `own_rng` (each rank got back its own saved RNG) each rank draws its dropout
+    from a seed of its own (the same one would repeat its noise on every rank)."""
+    if not is_distributed():
+        return
+    generator.set_state(broadcast_object(generator.get_state()))
+    if not own_rng:
+        torch.manual_seed(int(torch.randint(2**62, ()).item()) + rank())
+
+
+def weigh_shard(local: torch.Tensor, weight: float) -> tuple[torch.Tensor, float]:
+    """This rank's loss to backpropagate, and the global batch's loss (the same on all ranks).
+
+    local: the mean loss of this rank's share of a global batch; weight: what that mean
+    divides by (`losses.loss_weight`; 0 for a padded stand-in of an empty share). Scaled by
+    `W * w_r / sum(w)`, whose DDP average over the W ranks is the gradient of the global
+    batch's mean.
+    """
+    weighted = float(local.detach()) * weight if weight else 0.0
+    total, weights = all_reduce_sum([weighted, weight])
+    value = total / weights if weights else math.nan
+    return local * (world_size() * weight / weights if weights else 0.0), value

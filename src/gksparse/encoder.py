@@ -8,7 +8,6 @@ a script that has just pretrained needs no run id (`latest_run`).
 
 from __future__ import annotations
 
-import json
 import math
 import os
 from pathlib import Path
@@ -20,7 +19,8 @@ from torch import nn
 
 from .checkpoint import load_checkpoint
 from .data.zca import ZCA
-from .models import ModelConfig
+from .models import ModelConfig, frame_mean
+from .rundir import CONFIG, RunFolder, is_results_folder, latest_run
 
 
 class TrainedEncoder(nn.Module):
@@ -66,65 +66,13 @@ class TrainedEncoder(nn.Module):
         the head averages logits over frames, `head.dense(features)` equals the model's
         logits in eval mode.
         """
-        per_frame = self.head.features(self.encoder(x))  # (N, T, D)
-        if mask is None:
-            return per_frame.mean(dim=1)
-        m = mask.to(per_frame.dtype).unsqueeze(-1)
-        return (per_frame * m).sum(dim=1) / m.sum(dim=1).clamp_min(1)
+        return frame_mean(self.head.features(self.encoder(x)), mask)  # (N, T, D) -> (N, D)
 
     @property
     def frame_shape(self) -> tuple[int, int, int]:
         """`(C, H, W)` of the frames the encoder was trained on."""
         c = self.config
         return (c.in_channels, c.height, c.width)
-
-
-def latest_run(results: str | os.PathLike) -> Path:
-    """The newest completed run of a results folder: `results/<dataset>/<id>` for the largest
-    numeric `<id>` whose `run.json` says status COMPLETED.
-
-    Runs are ordered by their number (sacred's run id), not by time: a run resumed later
-    stays where it was numbered. Running, failed or interrupted runs and folders with an
-    unreadable `run.json` are passed over; a FileNotFoundError says so when none is left.
-    """
-    results = Path(results).expanduser()
-    statuses: dict[int, str] = {}
-    for folder in _numbered_runs(results):
-        statuses[int(folder.name)] = status = _run_status(folder)
-        if status == "COMPLETED":
-            return folder
-    if not statuses:
-        raise FileNotFoundError(
-            f"{results} holds no run folders (numbered folders with run.json); pass a run "
-            "folder (results/<dataset>/<id>), its dataset's results folder or a .pt file."
-        )
-    seen = ", ".join(f"{i} {statuses[i]}" for i in sorted(statuses)[-5:])
-    raise FileNotFoundError(
-        f"{results} holds no completed run (newest runs: {seen}); finish or resume one, or "
-        "pass a run folder or a .pt file."
-    )
-
-
-def _numbered_runs(folder: Path) -> list[Path]:
-    """The run folders directly in `folder` (numeric names, with run.json), newest first."""
-    runs = [p for p in folder.iterdir() if p.name.isdigit() and (p / "run.json").is_file()]
-    return sorted(runs, key=lambda p: int(p.name), reverse=True)
-
-
-def _run_status(folder: Path) -> str:
-    """sacred's status in `<folder>/run.json` ('COMPLETED', 'FAILED', ...), or 'unreadable'."""
-    try:
-        status = json.loads((folder / "run.json").read_text()).get("status")
-    except (OSError, ValueError, AttributeError):  # a damaged record does not count
-        return "unreadable"
-    return status if isinstance(status, str) else "unreadable"
-
-
-def _is_results_folder(folder: Path) -> bool:
-    """A folder of numbered runs rather than one run (no checkpoint or run record itself)."""
-    if any(folder.glob("*.pt")) or (folder / "run.json").is_file():
-        return False
-    return bool(_numbered_runs(folder))
 
 
 def checkpoint_path(run: str | os.PathLike, which: str = "pretrained") -> Path:
@@ -141,29 +89,9 @@ def checkpoint_path(run: str | os.PathLike, which: str = "pretrained") -> Path:
         return path
     if not path.is_dir():
         raise FileNotFoundError(f"{path} is neither a run folder nor a checkpoint file.")
-    if _is_results_folder(path):
+    if is_results_folder(path):
         path = latest_run(path)
-    exact = path / f"{which}.pt"
-    if exact.is_file():
-        return exact
-    matches = sorted(path.glob(f"{which}*.pt"))
-    if len(matches) == 1:
-        return matches[0]
-    names = ", ".join(p.name for p in matches or sorted(path.glob("*.pt"))) or "none"
-    if names == "none" and not (path / "run.json").is_file():
-        raise FileNotFoundError(
-            f"{path} is not a run folder (no checkpoints, no run.json); pass a run folder "
-            "(results/<dataset>/<id>), its dataset's results folder or a .pt file."
-        )
-    if not matches:
-        raise FileNotFoundError(
-            f"the run folder {path} has no {which}*.pt checkpoint (its checkpoints: {names}); "
-            "its run may not have reached that stage yet."
-        )
-    raise ValueError(
-        f"the run folder {path} has several {which}*.pt checkpoints ({names}); pass the file "
-        "or its name without '.pt' as which."
-    )
+    return RunFolder(path).find_checkpoint(which)
 
 
 def zca_to_extra(zca: ZCA | None) -> dict[str, Any]:
@@ -206,8 +134,7 @@ def load_encoder(
     """
     path = checkpoint_path(run, which)
     model, extra = load_checkpoint(path, map_location=map_location)
-    run_config_file = path.parent / "config.json"
-    run_config = json.loads(run_config_file.read_text()) if run_config_file.is_file() else {}
+    run_config = RunFolder(path.parent).read_json(CONFIG, optional=True) or {}
     return TrainedEncoder(
         model.encoder, model.head, model.config, zca_from_extra(extra), run_config, path
     )

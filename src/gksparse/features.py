@@ -30,6 +30,7 @@ from tqdm.auto import tqdm
 
 from .data.videofolder import ClipMode, VideoFolder
 from .encoder import TrainedEncoder, load_encoder
+from .runtime import default_device
 
 DEFAULT_FRAMES = 16  # when neither the caller nor the run's config says
 
@@ -73,7 +74,7 @@ def extract_features(
     progress: bool = False,
 ) -> np.ndarray:
     """float32 `(N, D)`: `encoder.features` of every clip of `folder`, in the folder's order."""
-    device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
+    device = torch.device(device) if device else default_device()
     encoder.to(device).eval()
     out = []
     loader = folder.loader(batch_size, workers=workers)

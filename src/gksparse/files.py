@@ -13,6 +13,7 @@ import fcntl
 import io
 import json
 import os
+import re
 import tempfile
 from pathlib import Path
 from typing import Any
@@ -23,6 +24,11 @@ TMP_SUFFIX = ".tmp"
 LOCK = ".lock"
 _NO_SPACE = (errno.ENOSPC, errno.EDQUOT)
 _HELD: dict[Path, int] = {}  # folders this process holds: their lock files' descriptors
+
+
+def natural_key(name: str) -> list[str | int]:
+    """Sort key that reads digit runs as numbers: 'f2' before 'f10', run 2 before run 10."""
+    return [int(part) if i % 2 else part for i, part in enumerate(re.split(r"(\d+)", name))]
 
 
 class NoSpaceError(OSError):
@@ -124,6 +130,24 @@ def hold_folder(folder: str | os.PathLike) -> None:
     os.ftruncate(fd, 0)
     os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
     _HELD[folder] = fd
+
+
+def holder(folder: str | os.PathLike) -> int | None:
+    """The pid of another process holding `folder` (see `hold_folder`), or None: the folder
+    is free (or this process holds it)."""
+    folder = Path(folder).absolute()
+    lock = folder / LOCK
+    if folder in _HELD or not lock.is_file():
+        return None
+    fd = os.open(lock, os.O_RDONLY)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+    except BlockingIOError:
+        text = os.pread(fd, 32, 0).decode(errors="replace").strip()
+        return int(text) if text.isdigit() else -1
+    finally:
+        os.close(fd)  # also drops the shared lock, if it was taken
+    return None
 
 
 def release_folder(folder: str | os.PathLike) -> None:

@@ -30,6 +30,12 @@ def check_odd(kernel_size: int, what: str) -> None:
         )
 
 
+def glorot(layer: nn.Module) -> None:
+    """The reference's initialisation (Keras' default): Glorot-uniform kernel, zero bias."""
+    nn.init.xavier_uniform_(layer.weight)
+    nn.init.zeros_(layer.bias)
+
+
 def frames(x: torch.Tensor) -> torch.Tensor:
     """`(N, T, C, H, W)` -> `(N*T, C, H, W)`: a batch of frames (a view where possible)."""
     return x.flatten(0, 1)
@@ -64,8 +70,7 @@ class FrameConv2d(nn.Conv2d):
     def __init__(self, in_channels: int, out_channels: int, kernel_size: int) -> None:
         check_odd(kernel_size, "kernel_size")
         super().__init__(in_channels, out_channels, kernel_size, padding=kernel_size // 2)
-        nn.init.xavier_uniform_(self.weight)
-        nn.init.zeros_(self.bias)
+        glorot(self)
         self.fft: bool | str = "auto"
         self.sparse_grad = False  # see `_SparseGradConv2d`; set on a WTA code's last layer
 
@@ -92,8 +97,7 @@ class FrameConvTranspose2d(nn.ConvTranspose2d):
     def __init__(self, in_channels: int, out_channels: int, kernel_size: int) -> None:
         check_odd(kernel_size, "kernel_size")
         super().__init__(in_channels, out_channels, kernel_size, padding=kernel_size // 2)
-        nn.init.xavier_uniform_(self.weight)
-        nn.init.zeros_(self.bias)
+        glorot(self)
         self.sparse: bool | str = "auto"
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:  # type: ignore[override]

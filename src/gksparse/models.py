@@ -19,7 +19,7 @@ from .layers import FrameConv2d, FrameConvTranspose2d, frames, videos
 from .recurrence import ConvMinimalRNN2d
 from .sparsity import group_ksparse_chain, group_norms, ksparse_chain
 
-Stage = Literal["pretrain", "stacked", "finetune"]
+StageName = Literal["pretrain", "stacked", "finetune"]
 
 
 @dataclass(frozen=True)
@@ -198,14 +198,21 @@ class ClassifierHead(nn.Module):
 
     def logits(self, feats: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
         """`(N, T, D)` features -> `(N, classes)`: dropout, dense, mean over real frames."""
-        logits = self.dense(self.dropout(feats))  # (N, T, classes)
-        if mask is None:
-            return logits.mean(dim=1)
-        m = mask.to(logits.dtype).unsqueeze(-1)
-        return (logits * m).sum(dim=1) / m.sum(dim=1).clamp_min(1)
+        return frame_mean(self.dense(self.dropout(feats)), mask)  # (N, T, classes) -> (N, classes)
 
     def forward(self, h: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
         return self.logits(self.features(h), mask)
+
+
+def frame_mean(values: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
+    """The mean over the real frames of each video: `(N, T, D)` and `(N, T)` -> `(N, D)`.
+
+    mask: True for real frames; None: all real. A video without real frames gives 0.
+    """
+    if mask is None:
+        return values.mean(dim=1)
+    m = mask.to(values.dtype).unsqueeze(-1)
+    return (values * m).sum(dim=1) / m.sum(dim=1).clamp_min(1)
 
 
 def _frame_mask(mask: torch.Tensor | None, like: torch.Tensor) -> torch.Tensor | None:
@@ -238,42 +245,52 @@ class VideoModel(nn.Module):
         self.head = ClassifierHead(
             head_in, config.classes, config.head_dropout, m.backbone != "vgg19"
         )
+        # False: the general top-k path for k = 1 too (the same masks; for benchmarks)
+        self.fast_masks = True
 
     # -- pretraining ---------------------------------------------------------------------
-    def sparsify(self, code: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
+    def sparsify(
+        self, code: torch.Tensor, mask: torch.Tensor | None = None, global_lifetime: bool = False
+    ) -> torch.Tensor:
         """The WTA step of pretraining: spatial, then lifetime. `(N, T, F, H, W)` -> same.
 
         Padded frames (mask False) are zeroed first so they never win a lifetime contest.
+        global_lifetime: under a process group (torchrun), rank the lifetime step over the
+        whole global batch (`distributed.global_sparse_chain`), not this process's shard.
         """
         fm = _frame_mask(mask, code)
         if fm is not None:
             code = code * fm
-        c = self.config
+        c, sparsity = self.config, self.method.sparsity
         steps = ((c.k_spatial, (3, 4)), (c.k_lifetime, (0, 1)))
-        if self.method.sparsity != "none" and distributed.lifetime_is_global():  # torchrun
-            return distributed.global_sparse_chain(code, steps, self.method.sparsity, c.groups)
-        if self.method.sparsity == "plain":  # = ksparse spatial, then ksparse lifetime
-            code = ksparse_chain(code, steps)
-        elif self.method.sparsity == "group":  # = group_ksparse spatial, then lifetime
-            code = group_ksparse_chain(code, c.groups, steps, channel_dim=2)
-        return code
+        if sparsity == "none":
+            return code
+        if global_lifetime and distributed.is_distributed():
+            return distributed.global_sparse_chain(
+                code, steps, sparsity, c.groups, fast=self.fast_masks
+            )
+        if sparsity == "plain":  # = ksparse spatial, then ksparse lifetime
+            return ksparse_chain(code, steps, fast=self.fast_masks)
+        return group_ksparse_chain(code, c.groups, steps, channel_dim=2, fast=self.fast_masks)
 
     def reconstruct(
-        self, x: torch.Tensor, mask: torch.Tensor | None = None
+        self, x: torch.Tensor, mask: torch.Tensor | None = None, global_lifetime: bool = False
     ) -> tuple[torch.Tensor, torch.Tensor]:
         """Pretraining forward pass: `(N, T, C, H, W)` -> (decoder output, sparse code).
 
         The output at frame t reconstructs frame t ('reconstruct') or predicts frame t+1
-        ('next'); the code is `(N, T, F, H, W)`.
+        ('next'); the code is `(N, T, F, H, W)`. `global_lifetime`: see `sparsify`.
         """
         if self.decoder is None:
             raise ValueError(f"method {self.config.method!r} has no pretraining (no decoder).")
-        code = self.sparsify(self.encoder(x), mask)
+        code = self.sparsify(self.encoder(x), mask, global_lifetime)
         return self.decoder(code), code
 
-    def pretrain_loss(self, x: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
+    def pretrain_loss(
+        self, x: torch.Tensor, mask: torch.Tensor | None = None, global_lifetime: bool = False
+    ) -> torch.Tensor:
         """Mean squared error of the pretraining target over real frames (plus slowness)."""
-        out, code = self.reconstruct(x, mask)
+        out, code = self.reconstruct(x, mask, global_lifetime)
         if self.method.target == "next":
             out, x = out[:, :-1], x[:, 1:]
             if mask is not None:
@@ -290,7 +307,7 @@ class VideoModel(nn.Module):
         """Classification: `(N, T, C, H, W)` (and `(N, T)` mask) -> `(N, classes)` logits."""
         return self.head(self.encoder(x), mask)
 
-    def trainable(self, stage: Stage) -> list[nn.Parameter]:
+    def trainable(self, stage: StageName) -> list[nn.Parameter]:
         """The parameters a protocol stage trains: pretraining, stacked head, end-to-end."""
         if stage == "pretrain":
             if not self.method.pretrained:  # randominit*: the decoder stays random

@@ -22,7 +22,7 @@ from .fftconv import (
 from .layers import check_odd, frames, videos
 
 
-class _StateConv:
+class StateConv:
     """conv(h, U) of one sequence: per step forward and input gradient, and the kernel's
     gradient once at the end from all steps (one big product instead of T small ones).
 
@@ -105,7 +105,7 @@ class _MinimalRNN(torch.autograd.Function):
             x = x.to(dtype)
             h = None if h0 is None else h0.to(dtype)
             steps = x.shape[1] - (h is None)  # h_0 = 0 skips the first state convolution
-            conv = _StateConv(weight, dtype, fft, tuple(x.shape[-2:]), steps)
+            conv = StateConv(weight, dtype, fft, tuple(x.shape[-2:]), steps)
             conv.record = train and ctx.needs_input_grad[2]  # U's gradient will be needed
             out = torch.empty_like(x)  # x's layout (NCHW or channels-last frames)
             gates = torch.empty_like(x) if train else None  # kept for the backward pass
@@ -125,7 +125,7 @@ class _MinimalRNN(torch.autograd.Function):
     @staticmethod
     def backward(ctx, grad_out):  # type: ignore[override]
         x, gates, out, h0_in = ctx.saved_tensors
-        conv: _StateConv = ctx.conv
+        conv: StateConv = ctx.conv
         ctx.conv = None
         dtype = gates.dtype
         grad_out = grad_out.to(dtype)

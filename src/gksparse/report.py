@@ -5,7 +5,9 @@ Only runs whose `run.json` says COMPLETED count; failed, interrupted and still r
 and folders with a missing or damaged record, are listed apart (in `report.md` below the
 tables, and on stderr). Writes, each atomically:
 
-- `report.md`: one table per dataset; a row per method, ablation, setting and classifier,
+- `report.md`: one table per dataset; a row per method, ablation, setting and classifier
+  (stacked, end-to-end, and `linear probe` and `k-NN` for runs with probes; the raw-pixel
+  baseline of `gksparse.probe --pixels` is method `pixels`, with the probe rows only),
   where the setting is every config value that differs between the dataset's completed runs
   (the seed, the label budgets and keys that do not change the numbers aside); columns: the
   number of seeds the row averages, then the label budgets, each cell the test accuracy in %
@@ -20,7 +22,6 @@ import argparse
 import csv
 import io
 import json
-import re
 import sys
 from collections import defaultdict
 from collections.abc import Sequence
@@ -30,28 +31,22 @@ from typing import Any
 
 import numpy as np
 
-from .files import atomic_write_text
+from .config import RUNTIME_KEYS
+from .files import atomic_write_text, natural_key
+from .recipes import STAGE_LABELS
+from .rundir import CONFIG, RECORDS, RESULT, RecordError, RunFolder
 
 # result.json's stage -> the row's classifier, in row order (stacked before end-to-end).
-CLASSIFIERS = {"stacked": "stacked", "finetune": "end-to-end"}
-RECORDS = ("config.json", "run.json", "result.json")  # any of them makes a folder a run folder
-
-# Config keys that do not change a run's numbers (where files live, what is printed or drawn,
-# the evaluation batch and the feature cache's size), so runs differing only in them average
-# together.
-NOT_RESULTS = (
-    "data_dir",
-    "results_dir",
-    "resume",
-    "device",
-    "progress",
-    "pictures",
-    "eval_batch_size",
-    "feature_cache_gb",
-)
+CLASSIFIERS = STAGE_LABELS
+# result.json's probes (`budgets[n].probe`) -> the row's classifier, after the stages.
+PROBES = {"linear": "linear probe", "knn": "k-NN"}
+ROW_ORDER = (*CLASSIFIERS.values(), *PROBES.values())
+# Config keys that do not change a run's numbers: runs differing only in them average together.
+NOT_RESULTS = RUNTIME_KEYS
 # Never part of a row's setting: seeds are what a row averages, the label budgets are columns
 # (a run contributes to those it has), and the rest have columns or tables of their own.
-NOT_SETTING = ("seed", "num_labeled", "dataset", "method", "spatial", "lifetime")
+# `probe` only adds rows: runs with and without it (older runs lack the key) average together.
+NOT_SETTING = ("seed", "num_labeled", "dataset", "method", "spatial", "lifetime", "probe")
 UNSET = "unset"  # a key missing from a run's config (no JSON text looks like this)
 COIL_LABELS = "training frames per object (COIL-100)"
 X_LABELS = {"coil100": COIL_LABELS, "necanimal": COIL_LABELS}  # necanimal classifies COIL-100
@@ -86,10 +81,6 @@ class Row:
     seeds: int = 0
 
 
-class _Unreadable(Exception):
-    """A record file that is missing or damaged; the message names the file."""
-
-
 def ablation(config: dict[str, Any]) -> str:
     """'' for the full method, else the named configs that switch sparsity off."""
     off = [
@@ -100,62 +91,38 @@ def ablation(config: dict[str, Any]) -> str:
     return "+".join(off)
 
 
-def _load(folder: Path, name: str) -> Any:
-    """The JSON in `folder/name`; a missing or damaged file is one `_Unreadable` naming it."""
+def _accuracies(result: Any, path: Path) -> dict[tuple[str, int], float]:
+    """Test accuracy by (classifier, budget) in a result.json: the stages', then the probes'."""
     try:
-        text = (folder / name).read_text(encoding="utf-8")
-        if text.strip():
-            return json.loads(text)
-        why = "empty"
-    except FileNotFoundError:
-        why = "missing"
-    except json.JSONDecodeError as e:
-        why = f"not valid JSON at line {e.lineno}, column {e.colno}"
-    except UnicodeDecodeError:
-        why = "not UTF-8 text"
-    except OSError as e:
-        why = e.strerror or type(e).__name__
-    raise _Unreadable(f"unreadable record: {name} ({why})")
-
-
-def _accuracies(result: Any) -> dict[tuple[str, int], float]:
-    """Test accuracy by (classifier, budget) in a result.json."""
-    try:
-        return {
-            (label, int(n)): float(budget[stage]["test"]["accuracy"])
-            for n, budget in (result["budgets"] or {}).items()
-            for stage, label in CLASSIFIERS.items()
-            if stage in budget
-        }
+        out = {}
+        for n, budget in (result["budgets"] or {}).items():
+            for stage, label in CLASSIFIERS.items():
+                if stage in budget:
+                    out[label, int(n)] = float(budget[stage]["test"]["accuracy"])
+            for probe, label in PROBES.items():
+                if probe in budget.get("probe", {}):
+                    out[label, int(n)] = float(budget["probe"][probe]["accuracy"])
+        return out
     except (KeyError, TypeError, ValueError, AttributeError):
-        raise _Unreadable(
-            "unreadable record: result.json (no test accuracy per label budget)"
-        ) from None
+        raise RecordError(path, "no test accuracy per label budget") from None
 
 
 def read_run(folder: Path) -> Run | Skipped:
     """The completed run in `folder`, else why it does not count."""
+    run = RunFolder(folder)
     try:
-        record = _load(folder, "run.json")
-        status = record.get("status") if isinstance(record, dict) else None
-        if not isinstance(status, str):
-            raise _Unreadable("unreadable record: run.json (no status)")
+        status = run.status()
         if status != "COMPLETED":
             return Skipped(folder, status)
-        config = _load(folder, "config.json")
+        config = run.read_json(CONFIG)
         if not (
             isinstance(config, dict)
             and all(isinstance(config.get(k), str) for k in ("dataset", "method"))
         ):
-            raise _Unreadable("unreadable record: config.json (no dataset or method)")
-        return Run(folder, config, _accuracies(_load(folder, "result.json")))
-    except _Unreadable as e:
-        return Skipped(folder, str(e))
-
-
-def _natural(text: str) -> list[str | int]:
-    """Sort key reading digit runs as numbers: run 2 before run 10, epochs=3 before 20."""
-    return [int(part) if i % 2 else part for i, part in enumerate(re.split(r"(\d+)", text))]
+            raise RecordError(run / CONFIG, "no dataset or method")
+        return Run(folder, config, _accuracies(run.read_json(RESULT), run / RESULT))
+    except RecordError as e:
+        return Skipped(folder, f"unreadable record: {e.path.name} ({e.why})")
 
 
 def read_runs(root: str | Path) -> tuple[list[Run], list[Skipped]]:
@@ -163,7 +130,7 @@ def read_runs(root: str | Path) -> tuple[list[Run], list[Skipped]]:
     folders = {path.parent for name in RECORDS for path in Path(root).rglob(name)}
     runs: list[Run] = []
     skipped: list[Skipped] = []
-    for folder in sorted(folders, key=lambda f: _natural(str(f))):
+    for folder in sorted(folders, key=lambda f: natural_key(str(f))):
         run = read_run(folder)
         (runs if isinstance(run, Run) else skipped).append(run)
     return runs, skipped
@@ -213,8 +180,8 @@ def table(runs: list[Run]) -> dict[Key, Row]:
 
 def _order(key: Key) -> tuple[Any, ...]:
     dataset, method, abl, setting, label = key
-    setting_order = [(k, _natural(v)) for k, v in setting]
-    return dataset, method, abl, setting_order, list(CLASSIFIERS.values()).index(label)
+    setting_order = [(k, natural_key(v)) for k, v in setting]
+    return dataset, method, abl, setting_order, ROW_ORDER.index(label)
 
 
 def _cell(values: list[float], seeds: int) -> str:
@@ -310,6 +277,39 @@ def write_report(root: str | Path, out_dir: str | Path | None = None) -> Path:
         path = out / f"accuracy_{dataset}.png"
         save_accuracy_curves(curves(rows, dataset), path, title=dataset, xlabel=x_label(dataset))
     return md
+
+
+def _run_cells(budget: dict[str, Any], probes: bool) -> list[str]:
+    """A budget's test accuracies (%) for `run_table`, '-' for what it lacks."""
+    values = [budget.get(s, {}).get("test", {}).get("accuracy") for s in CLASSIFIERS]
+    if probes:
+        values += [budget.get("probe", {}).get(p, {}).get("accuracy") for p in PROBES]
+    return ["-" if v is None else f"{100 * v:.1f}" for v in values]
+
+
+def run_table(result: dict[str, Any], budgets: list[int], folder: Path | str) -> str:
+    """One run's small table: test accuracy (%) per label budget, stacked and end-to-end
+    (and the linear probe and k-NN where the run has them), then its reconstruction losses."""
+    done = [b for n in budgets if (b := result.get("budgets", {}).get(str(n))) is not None]
+    probes = any("probe" in b for b in done)
+    names = ["stacked", "end-to-end", *(PROBES.values() if probes else ())]
+    widths = [9, 12, 13, 9][: len(names)]  # the stages' as before the probes
+    head = " ".join(f"{name:>{w}}" for name, w in zip(names, widths, strict=True))
+    lines = [f"test accuracy (%) of {folder}:", f"  labels {head}"]
+    for n in budgets:
+        b = result.get("budgets", {}).get(str(n))
+        if b is None:
+            continue
+        cells = _run_cells(b, probes)
+        lines.append(
+            f"  {n:>6} " + " ".join(f"{c:>{w}}" for c, w in zip(cells, widths, strict=True))
+        )
+    pre = result.get("pretrain") or {}
+    if "test_loss" in pre:
+        lines.append(
+            f"  reconstruction loss: train {pre['train_loss']:.4g}, test {pre['test_loss']:.4g}"
+        )
+    return "\n".join(lines)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -95,6 +95,11 @@ def release_freed_memory() -> bool:
     return True
 
 
+def default_device() -> torch.device:
+    """The device runs use unless told otherwise: CUDA when available, else the CPU."""
+    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+
+
 def configure(
     device: str | torch.device | None = None,
     fast_cpu: bool = False,
@@ -112,9 +117,7 @@ def configure(
     threads:  torch intra-op threads; None: leave torch's default (one per core).
     allocator: on the CPU, `keep_freed_memory()` (False: leave glibc's malloc as it is).
     """
-    if device is None:
-        device = "cuda" if torch.cuda.is_available() else "cpu"
-    device = torch.device(device)
+    device = default_device() if device is None else torch.device(device)
     cpu = device.type == "cpu"
     if threads is not None:
         torch.set_num_threads(threads)

@@ -8,7 +8,8 @@ The keep/drop mask is a constant for autograd: gradient flows only through the k
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import functools
+from collections.abc import Callable, Sequence
 
 import torch
 
@@ -172,6 +173,23 @@ def group_ksparse(
     return (grouped * keep).reshape(x.shape)
 
 
+TopkMask = Callable[[torch.Tensor, int, "int | Sequence[int]"], torch.Tensor]
+
+
+def chain_keep(scores: torch.Tensor, steps: Steps, topk: TopkMask) -> torch.Tensor | None:
+    """The keep mask of successive WTA steps on `scores`: bool, shaped like `scores`.
+
+    Each step `(k, dims)` ranks the scores the previous steps left (dropped entries count as
+    zeros, tied with real zeros) with `topk(scores, k, dims)`; None when `steps` is empty.
+    """
+    keep = None
+    for k, dims in steps:
+        mask = topk(scores, k, dims)
+        keep = mask if keep is None else keep & mask
+        scores = scores * mask
+    return keep
+
+
 def ksparse_chain(x: torch.Tensor, steps: Steps, *, fast: bool = True) -> torch.Tensor:
     """`ksparse` applied once per `(k, dims)` of `steps`, in order, with one final multiply.
 
@@ -179,16 +197,16 @@ def ksparse_chain(x: torch.Tensor, steps: Steps, *, fast: bool = True) -> torch.
     ranks the values the previous steps left (dropped entries count as zeros, tied with the
     zeros of `x`), and the masks are combined so that the code is written once.
     """
-    scores, keep = x.detach(), None
-    for k, dims in steps:
-        mask = topk_mask(scores, k, dims, fast=fast)
-        keep = mask if keep is None else keep & mask
-        scores = scores * mask
+    keep = chain_keep(x.detach(), steps, functools.partial(topk_mask, fast=fast))
     return x if keep is None else torch.where(keep, x, 0.0)  # no bool-to-float copy of keep
 
 
-def _group_scores(x: torch.Tensor, groups: int, channel_dim: int) -> torch.Tensor:
-    """Sums of squares of the channel groups in fp32: ordered as `group_norms`, no sqrt."""
+def group_scores(x: torch.Tensor, groups: int, channel_dim: int) -> torch.Tensor:
+    """Sums of squares of the channel groups in fp32: ordered as `group_norms`, no sqrt.
+
+    x: `(..., C, ...)` with `C` at `channel_dim`. Returns `(..., groups, ...)`, no gradient.
+    """
+    channel_dim = _channel_dim(channel_dim, x.ndim)
     c = x.shape[channel_dim]
     if groups < 1 or c % groups:
         group_norms(x, groups, channel_dim)  # raises the error with its message
@@ -196,6 +214,35 @@ def _group_scores(x: torch.Tensor, groups: int, channel_dim: int) -> torch.Tenso
     if grouped.dtype != torch.float32:
         grouped = grouped.float()
     return grouped.square().sum(dim=channel_dim + 1)
+
+
+def keep_groups(x: torch.Tensor, keep: torch.Tensor, channel_dim: int) -> torch.Tensor:
+    """`x` with the channels of the groups `keep` drops set to 0.
+
+    x: `(..., C, ...)`; keep: bool `(..., G, ...)`, G groups of C/G contiguous channels at
+    `channel_dim`. Returns `x`'s shape (and its memory layout for channels-last frames).
+    """
+    c, groups = x.shape[channel_dim], keep.shape[channel_dim]
+    if x.stride(channel_dim) == 1 and x.ndim > channel_dim + 1:
+        # channels innermost (channels-last frames): a mask broadcast over the C/G channels
+        # of a group would make every inner loop C/G long, so spell it out per channel, in
+        # x's layout: channel dim moved last, groups repeated, moved back.
+        last = keep.movedim(channel_dim, -1).repeat_interleave(c // groups, dim=-1)
+        return torch.where(last.movedim(-1, channel_dim), x, 0.0)
+    grouped = x.unflatten(channel_dim, (groups, c // groups))
+    kept = torch.where(keep.unsqueeze(channel_dim + 1), grouped, 0.0)
+    return kept.flatten(channel_dim, channel_dim + 1)
+
+
+def check_group_steps(steps: Steps, channel_dim: int, ndim: int) -> None:
+    """Raise a ValueError for a step with k < 1 or whose dims hold the channel dim."""
+    for k, dims in steps:
+        _check_k(k)
+        if channel_dim in _normalize_dims(dims, ndim):
+            raise ValueError(
+                f"dims {dims} contain the channel dim {channel_dim}: groups are chosen per "
+                "channel group, so select over the other dims."
+            )
 
 
 def group_ksparse_chain(
@@ -210,27 +257,7 @@ def group_ksparse_chain(
     two squared norms a few ulps apart round to the same norm, which `group_ksparse` ties).
     """
     channel_dim = _channel_dim(channel_dim, x.ndim)
-    for k, dims in steps:
-        _check_k(k)
-        if channel_dim in _normalize_dims(dims, x.ndim):
-            raise ValueError(
-                f"dims {dims} contain the channel dim {channel_dim}: groups are chosen per "
-                "channel group, so select over the other dims."
-            )
-    scores, keep = _group_scores(x, groups, channel_dim), None
-    for k, dims in steps:
-        mask = topk_mask(scores, k, dims, fast=fast)
-        keep = mask if keep is None else keep & mask
-        scores = scores * mask
-    if keep is None:
-        return x
-    c = x.shape[channel_dim]
-    if x.stride(channel_dim) == 1 and x.ndim > channel_dim + 1:
-        # channels innermost (channels-last frames): a mask broadcast over the C/G channels
-        # of a group would make every inner loop C/G long, so spell it out per channel, in
-        # x's layout: channel dim moved last, groups repeated, moved back.
-        last = keep.movedim(channel_dim, -1).repeat_interleave(c // groups, dim=-1)
-        return torch.where(last.movedim(-1, channel_dim), x, 0.0)
-    grouped = x.unflatten(channel_dim, (groups, c // groups))
-    kept = torch.where(keep.unsqueeze(channel_dim + 1), grouped, 0.0)
-    return kept.flatten(channel_dim, channel_dim + 1)
+    check_group_steps(steps, channel_dim, x.ndim)
+    scores = group_scores(x, groups, channel_dim)
+    keep = chain_keep(scores, steps, functools.partial(topk_mask, fast=fast))
+    return x if keep is None else keep_groups(x, keep, channel_dim)

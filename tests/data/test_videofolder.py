@@ -16,9 +16,10 @@ import pytest
 import torch
 from PIL import Image
 
-from gksparse.data import videofolder
+from gksparse.data import decoding
 from gksparse.data.errors import DataError
-from gksparse.data.videofolder import BadVideoWarning, VideoFolder, load_folder, natural_key
+from gksparse.data.ownvideos import load_folder
+from gksparse.data.videofolder import BadVideoWarning, VideoFolder, natural_key
 from gksparse.data.videos import Videos
 
 STEP = 20  # grey level of frame i is STEP * i
@@ -126,13 +127,13 @@ def test_video_file_clips_from_any_start(tmp_path, name):
 
 def test_video_file_decoding_without_seeking_and_short_files(tmp_path, monkeypatch):
     write_video(tmp_path / "v.mp4", 12, gop=3)
-    real_seek = videofolder._seek
+    real_seek = decoding._seek
 
     def seek_then_give_up(container, stream, start):
         real_seek(container, stream, start)  # leaves the decoder mid-file
         return None
 
-    monkeypatch.setattr(videofolder, "_seek", seek_then_give_up)
+    monkeypatch.setattr(decoding, "_seek", seek_then_give_up)
     folder = VideoFolder(tmp_path, frames=4, size=8)
     assert levels(*folder.read(0, 5)) == [5, 6, 7, 8]  # decoded from frame 0 instead
     folder.entries[0] = replace(folder.entries[0], length=14)  # a header that overcounts

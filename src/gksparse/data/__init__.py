@@ -4,7 +4,8 @@
 cached on disk under the data root and read back as memory maps. One module per dataset
 (`mnistrotated`, `cifar10scanned`, `coil100`, `necanimal`) holds its generation and public
 helpers; `zca` whitens, `splits` draws subsets and labeled splits, `download` fetches and
-unpacks with checksums, `cache` writes entries atomically.
+unpacks with checksums, `videocache` writes entries atomically; `videos` reads your own
+folder of videos (`ownvideos`, through `videofolder`, `discovery` and `decoding`).
 """
 
 from .errors import DataError, DataWarning

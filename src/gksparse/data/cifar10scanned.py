@@ -15,10 +15,11 @@ from typing import Any
 import numpy as np
 from tqdm.auto import tqdm
 
-from .cache import CacheWriter
 from .download import Checksum, check_local, fetch, safe_extract
 from .errors import DataError
+from .request import Request
 from .splits import subset_index
+from .videocache import CacheWriter
 
 try:  # numpy >= 2
     from numpy._core.multiarray import _reconstruct
@@ -164,25 +165,17 @@ def read(files: list[Path]) -> dict[str, np.ndarray]:
     return arrays
 
 
-def generate(
-    files: list[Path],
-    writer: CacheWriter,
-    *,
-    train_size: int | None,
-    test_size: int | None,
-    seed: int,
-    progress: bool,
-) -> dict[str, Any]:
+def generate(files: list[Path], writer: CacheWriter, request: Request) -> dict[str, Any]:
     """Write `train_videos`, `train_labels`, `test_videos`, `test_labels` into `writer`."""
     data = read(files)
     for part_id, part in enumerate(("train", "test")):
         images, labels = data[f"{part}_images"], data[f"{part}_labels"]
-        index = subset_index(
-            len(images), train_size if part == "train" else test_size, seed, part_id
-        )
+        index = subset_index(len(images), request.size(part), request.seed, part_id)
         frames = len(scan_positions(32, 32))
         out = writer.create(f"{part}_videos", (len(index), frames, 3, SIZE, SIZE))
         writer.save(f"{part}_labels", labels[index])
-        for start in tqdm(range(0, len(index), CHUNK), desc=f"{NAME} {part}", disable=not progress):
+        for start in tqdm(
+            range(0, len(index), CHUNK), desc=f"{NAME} {part}", disable=not request.progress
+        ):
             out[start : start + CHUNK] = scanned_videos(images[index[start : start + CHUNK]])
     return {"num_classes": NUM_CLASSES, "split": "random"}

@@ -15,11 +15,12 @@ from typing import Any
 import numpy as np
 from PIL import Image, UnidentifiedImageError
 
-from .cache import CacheWriter
 from .download import Checksum, check_local, fetch, safe_extract, warn_once
 from .errors import DataError
 from .parallel import fill
+from .request import Request
 from .splits import coil_split, subset_index
+from .videocache import CacheWriter
 
 __all__ = ["coil_split", "locate", "generate", "read_object"]
 
@@ -63,14 +64,8 @@ def locate(root: Path, *, download: bool = True, progress: bool = True) -> list[
         if archive.is_file():
             check_local([(archive, ARCHIVE_SHA256)], "COIL-100")
         elif download:
-            fetch(
-                [URL],
-                archive,
-                ARCHIVE_SHA256,
-                hint=_hint(root),
-                size=ARCHIVE_BYTES,
-                progress=progress,
-            )
+            hint = _hint(root)
+            fetch([URL], archive, ARCHIVE_SHA256, hint=hint, size=ARCHIVE_BYTES, progress=progress)
         else:
             raise DataError(f"COIL-100 is missing; {_hint(root)} (or allow downloads)")
         safe_extract(archive, root, progress=progress)
@@ -123,21 +118,13 @@ def read_objects(objects: list[list[Path]]) -> np.ndarray:
     return np.stack([read_object(paths) for paths in objects])
 
 
-def generate(
-    files: list[Path],
-    writer: CacheWriter,
-    *,
-    train_size: int | None,
-    test_size: int | None,
-    seed: int,
-    progress: bool,
-) -> dict[str, Any]:
+def generate(files: list[Path], writer: CacheWriter, request: Request) -> dict[str, Any]:
     """Write `train_videos` and `train_labels` (the test videos are the first `test_size`)."""
     objects = [files[i : i + len(ANGLES)] for i in range(0, len(files), len(ANGLES))]
-    index = subset_index(len(objects), train_size, seed, 0)
+    index = subset_index(len(objects), request.train_size, request.seed, 0)
     writer.create("train_videos", (len(index), len(ANGLES), 3, SIZE, SIZE))
     writer.save("train_labels", np.arange(len(index), dtype=np.int64))
     tasks = [(i, ([objects[k]],)) for i, k in enumerate(index)]
-    fill(writer.path("train_videos"), read_objects, tasks, desc=NAME, progress=progress)
-    test = len(index) if test_size is None else min(test_size, len(index))
+    fill(writer.path("train_videos"), read_objects, tasks, desc=NAME, progress=request.progress)
+    test = len(index) if request.test_size is None else min(request.test_size, len(index))
     return {"num_classes": len(index), "split": "frames", "test_from_train": test}

@@ -10,10 +10,11 @@ from typing import Any
 
 import numpy as np
 
-from . import cifar10scanned, coil100, mnistrotated, necanimal
-from .cache import CacheWriter, entry_dir, evict, mark_used, read_entry, remove_entry
+from . import cifar10scanned, coil100, mnistrotated, necanimal, ownvideos
 from .errors import DataError
 from .paths import cache_limit, cache_root, data_root
+from .request import Request
+from .videocache import CacheWriter, entry_dir, evict, mark_used, read_entry, remove_entry
 from .videos import VideoData, Videos
 from .zca import ZCA, fit_zca
 
@@ -21,6 +22,21 @@ _MODULES: dict[str, ModuleType] = {
     m.NAME: m for m in (mnistrotated, cifar10scanned, coil100, necanimal)
 }
 DATASETS: tuple[str, ...] = tuple(_MODULES)
+
+
+def _own_videos(
+    folder: str | os.PathLike | None,
+    zca: bool | None,
+    zca_epsilon: float | None,
+    cache_dir: str | os.PathLike | None,
+    **options: Any,
+) -> VideoData:
+    """Your own folder of videos (`ownvideos.load_folder`), whitened unless `zca=False`;
+    `cache_dir`: where its clips are kept as memory maps (default: in memory)."""
+    whiten = (ownvideos.WHITEN and zca_epsilon is not None) if zca is None else bool(zca)
+    return ownvideos.load_folder(
+        folder, zca=whiten, zca_epsilon=zca_epsilon, cache_dir=cache_dir, **options
+    )
 
 
 def load(
@@ -36,8 +52,12 @@ def load(
     zca: bool | None = None,
     cache_dir: str | os.PathLike | None = None,
     cache_limit_gb: float | str | None = None,
+    **options: Any,
 ) -> VideoData:
-    """One of `DATASETS` as float32 videos `(N, T, C, H, W)`, with labels and labeled splits.
+    """One of `DATASETS` as float32 videos `(N, T, C, H, W)`, with labels and labeled splits;
+    or, for `name='videos'`, your own folder `data_dir` (`ownvideos.load_folder`, which takes
+    the `options`; whitened unless `zca=False`; `cache_dir`: where its clips are kept as
+    memory maps, default memory).
 
     data_dir: the data root (default `$GKSPARSE_DATA`, else `~/.cache/gksparse`), holding the
         official layouts: `mnist/`, `cifar-10-batches-py/` (or `cifar-10-python.tar.gz`),
@@ -62,8 +82,13 @@ def load(
     Videos are read-only memory maps of the cache. Raises ValueError for an unknown name or a
     limit of 0 or less, and DataError when files are missing or corrupt, or the disk is full.
     """
+    if name == ownvideos.NAME:
+        sizes = dict(train_size=train_size, test_size=test_size, seed=seed, progress=progress)
+        return _own_videos(data_dir, zca, zca_epsilon, cache_dir, **sizes, **options)
     if name not in _MODULES:
         raise ValueError(f"unknown dataset {name!r}: choose one of {', '.join(DATASETS)}")
+    if options:
+        raise ValueError(f"{name} takes no options {sorted(options)}: they are for 'videos'.")
     for what, size in (("train_size", train_size), ("test_size", test_size)):
         if size is not None and size < 1:
             raise ValueError(f"{what} must be at least 1 (or None for all videos), got {size}")
@@ -100,14 +125,7 @@ def load(
         with CacheWriter(entry) as writer:
             writer.meta.update(params=params, source=source)
             writer.meta.update(
-                module.generate(
-                    files,
-                    writer,
-                    train_size=train_size,
-                    test_size=test_size,
-                    seed=seed,
-                    progress=progress,
-                )
+                module.generate(files, writer, Request(train_size, test_size, seed, progress))
             )
             if whiten:
                 _whiten(writer, zca_epsilon, progress)

@@ -17,11 +17,12 @@ from typing import Any
 import numpy as np
 from PIL import Image
 
-from .cache import CacheWriter
 from .download import Checksum, digest_bytes, fetch, warn_once
 from .errors import DataError
 from .parallel import fill
+from .request import Request
 from .splits import subset_index
+from .videocache import CacheWriter
 
 NAME = "mnistrotated"
 VERSION = 1
@@ -174,22 +175,14 @@ def read(files: list[Path]) -> dict[str, np.ndarray]:
     return arrays
 
 
-def generate(
-    files: list[Path],
-    writer: CacheWriter,
-    *,
-    train_size: int | None,
-    test_size: int | None,
-    seed: int,
-    progress: bool,
-) -> dict[str, Any]:
+def generate(files: list[Path], writer: CacheWriter, request: Request) -> dict[str, Any]:
     """Write `train_videos`, `train_labels`, `test_videos`, `test_labels` into `writer`."""
     data = read(files)
-    angles = start_angles(seed, len(data["train_images"]), len(data["test_images"]))
+    angles = start_angles(request.seed, len(data["train_images"]), len(data["test_images"]))
     for part_id, part in enumerate(("train", "test")):
         images, labels = data[f"{part}_images"], data[f"{part}_labels"]
-        size = train_size if part == "train" else test_size
-        index = subset_index(len(images), size, seed, part_id)
+        size = request.size(part)
+        index = subset_index(len(images), size, request.seed, part_id)
         writer.create(f"{part}_videos", (len(index), FRAMES, 1, SIZE, SIZE))
         writer.save(f"{part}_labels", labels[index])
         tasks = []
@@ -201,6 +194,6 @@ def generate(
             rotating_videos,
             tasks,
             desc=f"{NAME} {part}",
-            progress=progress,
+            progress=request.progress,
         )
     return {"num_classes": NUM_CLASSES, "split": "random"}

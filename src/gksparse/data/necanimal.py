@@ -16,11 +16,12 @@ from typing import Any
 
 import numpy as np
 
-from .cache import CacheWriter
 from .coil100 import read_object
 from .errors import DataError
 from .parallel import fill
+from .request import Request
 from .splits import subset_index
+from .videocache import CacheWriter
 
 NAME = "necanimal"
 VERSION = 1
@@ -105,21 +106,13 @@ def read_sequences(sequences: list[list[Path]], length: int) -> np.ndarray:
     return out
 
 
-def generate(
-    files: list[Path],
-    writer: CacheWriter,
-    *,
-    train_size: int | None,
-    test_size: int | None,
-    seed: int,
-    progress: bool,
-) -> dict[str, Any]:
+def generate(files: list[Path], writer: CacheWriter, request: Request) -> dict[str, Any]:
     """Write `train_videos` and `train_mask` (the test videos are the first `test_size`)."""
     index_file, frames = files[0], files[1:]
     folder = index_file.parent
     bounds = read_index(index_file, int(_FRAME.fullmatch(frames[-1].name).group(1)))
     sequences = [[frame_path(folder, n) for n in range(a, b + 1)] for a, b in bounds]
-    chosen = subset_index(len(sequences), train_size, seed, 0)
+    chosen = subset_index(len(sequences), request.train_size, request.seed, 0)
     length = max(len(sequences[k]) for k in chosen)
     writer.create("train_videos", (len(chosen), length, 3, SIZE, SIZE))
     mask = np.zeros((len(chosen), length), bool)
@@ -127,6 +120,6 @@ def generate(
         mask[i, : len(sequences[k])] = True
     writer.save("train_mask", mask)
     tasks = [(i, ([sequences[k]], length)) for i, k in enumerate(chosen)]
-    fill(writer.path("train_videos"), read_sequences, tasks, desc=NAME, progress=progress)
-    test = len(chosen) if test_size is None else min(test_size, len(chosen))
+    fill(writer.path("train_videos"), read_sequences, tasks, desc=NAME, progress=request.progress)
+    test = len(chosen) if request.test_size is None else min(request.test_size, len(chosen))
     return {"num_classes": 0, "split": "none", "test_from_train": test}

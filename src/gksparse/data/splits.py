@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import numpy as np
 
+from ..seeds import subset_rng
+
 VAL_FRACTION = 0.1111
 COIL_WINDOW = 64  # labeled frames are taken among the first 64 poses
 MAX_DRAWS = 1000
@@ -13,13 +15,13 @@ def subset_index(total: int, size: int | None, seed: int, part: int = 0) -> np.n
     """Sorted indices of a deterministic random subset of `size` of `range(total)`.
 
     `size=None` (or `size >= total`) means everything; `part` tells apart the subsets drawn with
-    the same seed (0 for training videos, 1 for test videos).
+    the same seed (`seeds.SubsetPart`: 0 for training videos, 1 for test videos).
     """
     if size is None or size >= total:
         return np.arange(total)
     if size < 1:
         raise ValueError(f"a subset size must be at least 1, got {size}")
-    rng = np.random.default_rng([seed, 7919, part])
+    rng = subset_rng(seed, part)
     return np.sort(rng.choice(total, size=size, replace=False))
 
 

@@ -17,8 +17,8 @@ import pytest
 
 import gksparse
 from gksparse.data import DataError, DataWarning, load, mnistrotated
-from gksparse.data.cache import CacheWriter, entry_dir, evict, list_entries, read_entry
 from gksparse.data.paths import cache_limit
+from gksparse.data.videocache import CacheWriter, entry_dir, evict, list_entries, read_entry
 
 SRC = Path(gksparse.__file__).resolve().parents[1]
 
@@ -32,7 +32,7 @@ m.rotating_videos = dying
 """
 
 DIE_BEFORE_RENAME = """
-import gksparse.data.cache as c
+import gksparse.data.videocache as c
 real = c._fsync
 def dying(path):
     real(path)

@@ -1,0 +1,110 @@
+"""What a sweep does with each cell, read from the run folders already there."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from gksparse.config import defaults
+from gksparse.sweep import plan
+from gksparse.sweep.grid import Cell
+
+CELL = Cell("mnistrotated", "groupwtacnn", "none", 1)
+CONFIG = {**defaults(), "dataset": "mnistrotated", "method": "groupwtacnn", "seed": 1}
+
+
+def make_run(results: Path, number: int, status: str, **changes) -> Path:
+    folder = results / "mnistrotated" / str(number)
+    folder.mkdir(parents=True)
+    (folder / "config.json").write_text(json.dumps({**CONFIG, **changes}))
+    (folder / "run.json").write_text(json.dumps({"status": status}))
+    return folder
+
+
+def test_same_settings_ignores_runtime_keys_and_reads_missing_keys_as_defaults():
+    old = {k: v for k, v in CONFIG.items() if k != "global_lifetime"}  # an older run's config
+    assert plan.same_settings(CONFIG, {**old, "device": "cuda", "data_dir": "/x", "resume": "y"})
+    assert not plan.same_settings(CONFIG, {**CONFIG, "seed": 2})
+    assert not plan.same_settings(CONFIG, {**CONFIG, "num_labeled": [300, 600]})
+    assert not plan.same_settings(CONFIG, {**CONFIG, "global_lifetime": False})
+
+
+def test_no_run_means_run(tmp_path):
+    p = plan.decide(CELL, CONFIG, tmp_path)
+    assert (p.action, p.folder) == (plan.RUN, None)
+
+
+def test_a_completed_run_of_the_same_settings_is_skipped(tmp_path):
+    make_run(tmp_path, 1, "COMPLETED", seed=2)  # another cell's
+    done = make_run(tmp_path, 2, "COMPLETED", device="cpu")
+    make_run(tmp_path, 3, "FAILED")
+    p = plan.decide(CELL, CONFIG, tmp_path)
+    assert (p.action, p.folder, p.why) == (plan.SKIP, done, "COMPLETED")
+
+
+@pytest.mark.parametrize("status", ["FAILED", "INTERRUPTED", "RUNNING"])
+def test_a_run_that_did_not_finish_is_resumed_newest_first(tmp_path, status):
+    make_run(tmp_path, 1, "FAILED")
+    newest = make_run(tmp_path, 2, status)
+    make_run(tmp_path, 3, "INTERRUPTED", epochs=7)  # other settings: not this cell's
+    p = plan.decide(CELL, CONFIG, tmp_path)
+    assert (p.action, p.folder, p.why) == (plan.RESUME, newest, status)
+
+
+def _hold(path: Path, code: str) -> subprocess.Popen:
+    """Another process that holds a lock until its stdin closes."""
+    holder = subprocess.Popen(
+        [sys.executable, "-c", f"{code}\nprint('held', flush=True)\nimport sys; sys.stdin.read()"],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        text=True,
+        cwd=path,
+    )
+    assert holder.stdout.readline().strip() == "held"
+    return holder
+
+
+def test_a_run_folder_in_use_or_a_locked_cell_is_busy(tmp_path):
+    folder = make_run(tmp_path, 1, "RUNNING")
+    holder = _hold(folder, "from gksparse import files; files.hold_folder('.')")
+    try:
+        p = plan.decide(CELL, CONFIG, tmp_path)
+        assert p.action == plan.BUSY and f"pid {holder.pid}" in p.why
+    finally:
+        holder.communicate("")
+    assert plan.decide(CELL, CONFIG, tmp_path).action == plan.RESUME
+
+    lock = plan.CellLock(tmp_path, CELL)
+    assert lock.acquire()
+    try:
+        assert plan.CellLock(tmp_path, CELL).acquire() is False  # one holder at a time
+        assert (
+            plan.decide(
+                Cell("mnistrotated", "groupwtacnn", "none", 1), CONFIG, tmp_path, locked=True
+            ).action
+            == plan.RESUME
+        )
+    finally:
+        lock.release()
+    assert not plan.locked_elsewhere(tmp_path, CELL)
+
+
+def test_a_cell_locked_by_another_process_is_busy(tmp_path):
+    path = plan.lock_path(tmp_path, CELL)
+    path.parent.mkdir(parents=True)
+    code = (
+        f"import fcntl, os; fd = os.open({str(path)!r}, os.O_RDWR | os.O_CREAT); "
+        "fcntl.flock(fd, fcntl.LOCK_EX)"
+    )
+    holder = _hold(tmp_path, code)
+    try:
+        assert plan.locked_elsewhere(tmp_path, CELL)
+        p = plan.decide(CELL, CONFIG, tmp_path)
+        assert p.action == plan.BUSY and "another sweep" in p.why
+    finally:
+        holder.communicate("")
+    assert plan.decide(CELL, CONFIG, tmp_path).action == plan.RUN
