@@ -88,9 +88,12 @@ def _scores(p: np.ndarray, y: np.ndarray) -> tuple[float, float]:
 def _fit(x: np.ndarray, y: np.ndarray, c: float, seed: int) -> Any:
     from sklearn.exceptions import ConvergenceWarning
     from sklearn.linear_model import LogisticRegression
+    from threadpoolctl import threadpool_limits  # scikit-learn's own dependency
 
     model = LogisticRegression(C=c, solver="lbfgs", max_iter=MAX_ITER, random_state=seed)
-    with warnings.catch_warnings():
+    # One BLAS thread: the same numbers on every machine, and no oversubscription (several
+    # OpenBLAS threads beside torch's on a busy 2-core CPU made a fit 10x slower).
+    with warnings.catch_warnings(), threadpool_limits(limits=1, user_api="blas"):
         warnings.simplefilter("ignore", ConvergenceWarning)  # reported as `converged`
         return model.fit(x, y)
 
