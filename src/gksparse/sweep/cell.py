@@ -100,6 +100,18 @@ def accuracy_text(folder: RunFolder, config: dict[str, Any]) -> str:
         return "no test accuracy"
 
 
+def settled(plan: Plan, cwd: str | os.PathLike = ".") -> Outcome | None:
+    """The outcome of a cell that needs no run (skipped, or busy elsewhere), else None;
+    `cwd`: the folder a relative `plan.folder` is read from."""
+    folder = None if plan.folder is None else str(plan.folder)
+    if plan.action == SKIP:
+        accuracy = accuracy_text(RunFolder(Path(cwd) / plan.folder), plan.config)
+        return Outcome(plan.cell, SKIPPED, SKIP, folder, accuracy)
+    if plan.action == BUSY:
+        return Outcome(plan.cell, BUSY, BUSY, folder, error=plan.why)
+    return None
+
+
 def stopping() -> bool:
     """Whether `stop_all` was called (and `resume_all` not since)."""
     return _stopping.is_set()
@@ -209,11 +221,9 @@ def run_cell(job: Job) -> Outcome:
         plan = decide(cell, job.plan.config, results, locked=True)
         if plan.folder is not None and not Path(job.results).is_absolute():
             plan = replace(plan, folder=Path(os.path.relpath(plan.folder, job.cwd)))
-        if plan.action == SKIP:
-            accuracy = accuracy_text(RunFolder(Path(job.cwd) / plan.folder), plan.config)
-            return Outcome(cell, SKIPPED, SKIP, str(plan.folder), accuracy)
-        if plan.action == BUSY:
-            return Outcome(cell, BUSY, BUSY, str(plan.folder), error=plan.why)
+        done = settled(plan, job.cwd)
+        if done is not None:
+            return done
         job = replace(job, plan=plan)
         if _stopping.is_set():
             return Outcome(cell, NOT_STARTED, plan.action, error="the sweep stopped first")

@@ -22,7 +22,7 @@ from tqdm.auto import tqdm
 
 from . import cell as cells
 from .cell import Job, Outcome
-from .plan import BUSY, SKIP, Plan
+from .plan import Plan
 
 
 def cores() -> int:
@@ -44,18 +44,6 @@ def default_workers() -> int:
     """One worker per GPU; on a CPU, one worker per core with one thread each (measured the
     faster split on a 2-core CPU: see the README's sweep section)."""
     return gpu_count() or cores()
-
-
-def settled(plan: Plan) -> Outcome | None:
-    """The outcome of a cell that needs no worker (skipped, or busy elsewhere), else None."""
-    if plan.action == SKIP:
-        from ..rundir import RunFolder
-
-        accuracy = cells.accuracy_text(RunFolder(plan.folder), plan.config)
-        return Outcome(plan.cell, cells.SKIPPED, SKIP, str(plan.folder), accuracy)
-    if plan.action == BUSY:
-        return Outcome(plan.cell, BUSY, BUSY, plan.folder and str(plan.folder), error=plan.why)
-    return None
 
 
 class _Stopper:
@@ -93,7 +81,7 @@ def run_local(
 ) -> tuple[list[Outcome], bool]:
     """Run every cell that needs it; returns (the outcomes in grid order, whether the sweep
     was stopped by a signal)."""
-    outcomes: list[Outcome | None] = [settled(p) for p in plans]
+    outcomes: list[Outcome | None] = [cells.settled(p) for p in plans]
     for o in outcomes:
         if o is not None:
             say(o.line())
