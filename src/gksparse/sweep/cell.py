@@ -11,7 +11,6 @@ passed on the same way.
 from __future__ import annotations
 
 import os
-import re
 import signal
 import subprocess
 import sys
@@ -29,7 +28,6 @@ from .plan import BUSY, RESUME, SKIP, SWEEP_DIR, CellLock, Plan, decide
 
 COMPLETED, FAILED, INTERRUPTED, SKIPPED = "COMPLETED", "FAILED", "INTERRUPTED", "skipped"
 NOT_STARTED = "not started"  # the sweep stopped before the cell's turn
-_FOLDER = re.compile(r"^(?:run folder: |interrupted: the run is in )(.+?)(?:;.*)?$")
 _children: set[subprocess.Popen] = set()
 _children_lock = threading.Lock()
 _stopping = threading.Event()
@@ -149,24 +147,20 @@ def _env(job: Job) -> dict[str, str]:
     return env
 
 
-def _follow(child: subprocess.Popen, out: TextIO) -> tuple[str | None, str]:
-    """Copy the child's output to `out`; returns (the run folder it named, its last error)."""
-    folder, error = None, ""
+def _follow(child: subprocess.Popen, out: TextIO) -> str:
+    """Copy the child's output to `out`; returns its last error sentence."""
+    error = ""
     assert child.stdout is not None
     for line in child.stdout:
         out.write(line)
         out.flush()
-        text = line.strip()
-        match = _FOLDER.match(text)
-        if match:
-            folder = match.group(1)
-        if text.startswith("error: "):
-            error = text[len("error: ") :]
-    return folder, error
+        if line.startswith("error: "):
+            error = line[len("error: ") :].strip()
+    return error
 
 
-def _run_child(job: Job) -> tuple[int, str | None, str]:
-    """Run the cell's command; (exit code, run folder, error sentence)."""
+def _run_child(job: Job) -> tuple[int, str]:
+    """Run the cell's command; (exit code, error sentence)."""
     log = open(job.log, "a", encoding="utf-8") if job.log else sys.stdout  # noqa: SIM115
     try:
         log.write(f"$ {' '.join(command(job.plan, job.results, job.gpus))}\n")
@@ -185,8 +179,8 @@ def _run_child(job: Job) -> tuple[int, str | None, str]:
         if _stopping.is_set():
             os.killpg(child.pid, signal.SIGTERM)
         try:
-            folder, error = _follow(child, log)
-            return child.wait(), folder, error
+            error = _follow(child, log)
+            return child.wait(), error
         finally:
             with _children_lock:
                 _children.discard(child)
@@ -195,9 +189,26 @@ def _run_child(job: Job) -> tuple[int, str | None, str]:
             log.close()
 
 
-def _outcome(job: Job, code: int, folder: str | None, error: str, started: float) -> Outcome:
+def _folder_after(job: Job) -> str | None:
+    """The cell's run folder once its child has ended: the one it resumed, else the one the
+    planner finds now (under the cell's lock, only the child can have made it). Not read off
+    the child's output: sacred copies stdout and stderr through two processes, so a line
+    such as 'run folder: ...' can arrive with a log line spliced into it."""
     plan = job.plan
-    folder = folder or (str(plan.folder) if plan.folder else None)
+    if plan.folder is not None:
+        return str(plan.folder)
+    found = decide(plan.cell, plan.config, Path(job.cwd) / job.results, locked=True).folder
+    return None if found is None else str(_relative(found, job))
+
+
+def _relative(folder: Path, job: Job) -> Path:
+    """`folder` as the sweep names it: relative to `job.cwd` when the results are."""
+    return folder if Path(job.results).is_absolute() else Path(os.path.relpath(folder, job.cwd))
+
+
+def _outcome(job: Job, code: int, error: str, started: float) -> Outcome:
+    plan = job.plan
+    folder = _folder_after(job)
     out = Outcome(plan.cell, FAILED, plan.action, folder, seconds=time.time() - started)
     status = RunFolder(Path(job.cwd) / folder).status_or_unreadable() if folder else ""
     if code == 0 and status == COMPLETED:
@@ -219,16 +230,16 @@ def run_cell(job: Job) -> Outcome:
         return Outcome(cell, BUSY, BUSY, error="another sweep is running it")
     try:
         plan = decide(cell, job.plan.config, results, locked=True)
-        if plan.folder is not None and not Path(job.results).is_absolute():
-            plan = replace(plan, folder=Path(os.path.relpath(plan.folder, job.cwd)))
+        if plan.folder is not None:
+            plan = replace(plan, folder=_relative(plan.folder, job))
         done = settled(plan, job.cwd)
         if done is not None:
             return done
         job = replace(job, plan=plan)
         if _stopping.is_set():
             return Outcome(cell, NOT_STARTED, plan.action, error="the sweep stopped first")
-        code, folder, error = _run_child(job)
-        return _outcome(job, code, folder, error, started)
+        code, error = _run_child(job)
+        return _outcome(job, code, error, started)
     finally:
         lock.release()
 
