@@ -16,11 +16,15 @@ ex = make_experiment(
         "epochs": 50,
         "num_labeled": [300, 600, 1000, 2000, 5000, 10000, 45000],
     },
+    # The whole protocol for one CNN method in about 10 minutes on a 2-core CPU; same shapes.
+    # As mnistrotated's small: 100 pretraining steps, so ten times the paper's learning rates.
     small={
         "train_size": 1500,
         "test_size": 500,
         "epochs": 2,
-        "classifier_epochs": 20,
+        "lr": 1e-3,
+        "finetune_lr": 1e-4,
+        "classifier_epochs": 10,
         "num_labeled": [300],
     },
     smoke={
