@@ -1,5 +1,6 @@
 """A sweep as a user runs it, in a subprocess: the grid of the issue's 'done when' (two
-methods x two seeds of `smoke`), shrunk to seconds a cell, locally or through Slurm."""
+methods x two seeds of `smoke`), shrunk to seconds a cell, locally or through Slurm; and one
+cell with its config and run folders written by hand, for the planner's tests."""
 
 from __future__ import annotations
 
@@ -11,11 +12,25 @@ import sys
 import time
 from pathlib import Path
 
+from gksparse.config import defaults
+from gksparse.sweep.grid import Cell
+
 REPO = Path(__file__).resolve().parents[2]
 SHARED = Path(os.environ.get("GKSPARSE_DATA") or REPO.parent / "shared" / "data")
 GRID = ["mnistrotated", "--methods", "groupwtacnn,randominitcnn", "--seeds", "1,2"]
 # smoke, smaller still; three epochs, so that a sweep can be stopped inside a cell
 WORDS = ["with", "smoke", "filters=8", "groups=2", "epochs=3", f"data_dir={SHARED}"]
+CELL = Cell("mnistrotated", "groupwtacnn", "none", 1)
+CONFIG = {**defaults(), "dataset": "mnistrotated", "method": "groupwtacnn", "seed": 1}
+
+
+def make_run(results: Path, number: int, status: str, **changes) -> Path:
+    """`results/mnistrotated/<number>/` with CONFIG (and `changes`) and `status`."""
+    folder = results / "mnistrotated" / str(number)
+    folder.mkdir(parents=True)
+    (folder / "config.json").write_text(json.dumps({**CONFIG, **changes}))
+    (folder / "run.json").write_text(json.dumps({"status": status}))
+    return folder
 
 
 def sweep_command(results: Path, *options: str, words: list[str] = WORDS) -> list[str]:

@@ -7,13 +7,9 @@ import sys
 from pathlib import Path
 
 import pytest
+from sweeps import CELL, CONFIG, make_run
 
-from gksparse.config import defaults
 from gksparse.sweep import cell, plan
-from gksparse.sweep.grid import Cell
-
-CELL = Cell("mnistrotated", "groupwtacnn", "none", 1)
-CONFIG = {**defaults(), "dataset": "mnistrotated", "method": "groupwtacnn", "seed": 1}
 
 # A stand-in for the experiment script: it finishes the run in `folder` and prints its
 # 'run folder:' line with a log line spliced in, as sacred's two copying processes can.
@@ -46,9 +42,7 @@ def test_a_cell_that_completed_names_its_run_folder_whatever_its_output_says(
 ):
     folder = tmp_path / "R" / "mnistrotated" / "1"
     if earlier:  # a run that failed before: the cell resumes it
-        folder.mkdir(parents=True)
-        (folder / "config.json").write_text(json.dumps(CONFIG))
-        (folder / "run.json").write_text(json.dumps({"status": earlier}))
+        make_run(tmp_path / "R", 1, earlier)
     outcome = run(tmp_path, monkeypatch, folder)
     assert outcome.action == (plan.RESUME if earlier else plan.RUN)
     assert (outcome.status, outcome.folder) == (cell.COMPLETED, str(folder)), outcome.line()

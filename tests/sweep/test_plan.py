@@ -2,27 +2,14 @@
 
 from __future__ import annotations
 
-import json
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
+from sweeps import CELL, CONFIG, make_run
 
-from gksparse.config import defaults
 from gksparse.sweep import plan
-from gksparse.sweep.grid import Cell
-
-CELL = Cell("mnistrotated", "groupwtacnn", "none", 1)
-CONFIG = {**defaults(), "dataset": "mnistrotated", "method": "groupwtacnn", "seed": 1}
-
-
-def make_run(results: Path, number: int, status: str, **changes) -> Path:
-    folder = results / "mnistrotated" / str(number)
-    folder.mkdir(parents=True)
-    (folder / "config.json").write_text(json.dumps({**CONFIG, **changes}))
-    (folder / "run.json").write_text(json.dumps({"status": status}))
-    return folder
 
 
 def test_same_settings_ignores_runtime_keys_and_reads_missing_keys_as_defaults():
@@ -82,12 +69,7 @@ def test_a_run_folder_in_use_or_a_locked_cell_is_busy(tmp_path):
     assert lock.acquire()
     try:
         assert plan.CellLock(tmp_path, CELL).acquire() is False  # one holder at a time
-        assert (
-            plan.decide(
-                Cell("mnistrotated", "groupwtacnn", "none", 1), CONFIG, tmp_path, locked=True
-            ).action
-            == plan.RESUME
-        )
+        assert plan.decide(CELL, CONFIG, tmp_path, locked=True).action == plan.RESUME
     finally:
         lock.release()
     assert not plan.locked_elsewhere(tmp_path, CELL)

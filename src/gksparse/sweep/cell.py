@@ -154,8 +154,9 @@ def _follow(child: subprocess.Popen, out: TextIO) -> str:
     for line in child.stdout:
         out.write(line)
         out.flush()
-        if line.startswith("error: "):
-            error = line[len("error: ") :].strip()
+        text = line.strip()
+        if text.startswith("error: "):
+            error = text[len("error: ") :]
     return error
 
 
