@@ -27,7 +27,7 @@ from typing import Any
 
 import torch
 
-from gksparse.protocol import Protocol, ProtocolConfig
+from gksparse.protocol.pipeline import Protocol, ProtocolConfig
 
 EXPERIMENTS = Path(__file__).resolve().parent.parent / "experiments"
 

@@ -1,7 +1,7 @@
 """The k = 1 fast path of the sparsity operators against their general top-k path, and the
 cost of breaking ties as `tf.nn.top_k` does for k > 1.
 
-What it measures: `ksparse` and `group_ksparse` (gksparse.sparsity) with `k = 1`, once with
+What it measures: `ksparse` and `group_ksparse` (gksparse.ops.sparsity) with `k = 1`, once with
 `fast=True` (the default: the argmax, one winner, no sort) and once with
 `fast=False` (permute, flatten, `topk`, scatter the mask, permute back), on relu'd random
 activations shaped like the code of the paper's three configurations, `(N, T, F, H, W)`:
@@ -20,7 +20,7 @@ ratio `general / fast` compares like with like.
 Memory: on this machine (a VM) touching freshly mapped pages is slow, and by default glibc
 hands large freed blocks back to the OS, so every large allocation page-faults afresh; that
 cost (tens of ms per 100 MB) can dwarf the operators themselves. By default the bench asks
-glibc to keep freed memory (`gksparse.runtime.keep_freed_memory`, as training does), so the
+glibc to keep freed memory (`gksparse.training.runtime.keep_freed_memory`, as training does), so the
 times are the operators' own;
 `--default-malloc` measures with the allocator as it is, page faults included.
 
@@ -53,8 +53,8 @@ from dataclasses import dataclass
 
 import torch
 
-from gksparse.runtime import keep_freed_memory
-from gksparse.sparsity import group_ksparse, ksparse, topk_mask
+from gksparse.ops.sparsity import group_ksparse, ksparse, topk_mask
+from gksparse.training.runtime import keep_freed_memory
 
 
 @dataclass(frozen=True)

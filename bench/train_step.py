@@ -7,7 +7,7 @@ uniform [0, 1) videos, all in this one process (so all cases share the allocator
 
   a fp32  the project's full pretraining step (`VideoModel.pretrain_loss`, backward, the
           method's global-norm clipping and Keras' Adam from `train.Stage`) with the settings of
-          `gksparse.runtime.configure(device)` and `runtime.prepare_model`, autocast off;
+          `gksparse.training.runtime.configure(device)` and `runtime.prepare_model`, autocast off;
   a fast  the same with the project's fastest settings (bf16 autocast: `fast_cpu=True`,
           `autocast=True` in the experiments);
   b conv  a lower bound: the encoder's convolutions alone (and the recurrent layer's input
@@ -53,11 +53,11 @@ import torch.nn.functional as F
 from torch import nn
 
 from gksparse import runtime
-from gksparse.fftconv import conv2d_same, use_fft
-from gksparse.layers import FrameConv2d
-from gksparse.models import ModelConfig, VideoModel, build_model
-from gksparse.recurrence import ConvMinimalRNN2d, StateConv
-from gksparse.train import ClassificationLoss, Stage, StageLoss, pretrain_loss, train_step
+from gksparse.model.layers import FrameConv2d
+from gksparse.model.recurrence import ConvMinimalRNN2d, StateConv
+from gksparse.model.video import ModelConfig, VideoModel, build_model
+from gksparse.ops.fftconv import conv2d_same, use_fft
+from gksparse.training.engine import ClassificationLoss, Stage, StageLoss, pretrain_loss, train_step
 
 DEVICE = torch.device("cpu")  # `--device`
 

@@ -1,12 +1,12 @@
 """Sacred glue shared by the dataset scripts: named configs, records, resume, clean errors.
 
 Every script is `ex = make_experiment(dataset, defaults, small=..., smoke=...)` then
-`main(ex)`. The protocol lives in `gksparse.protocol`, the settings' defaults and rules in
-`gksparse.config` (sacred's config is generated from them), the run folder and resume
-planning in `gksparse.rundir`; this file connects them to sacred's command line:
+`main(ex)`. The protocol lives in `gksparse.protocol.pipeline`, the settings' defaults and rules in
+`gksparse.protocol.config` (sacred's config is generated from them), the run folder and resume
+planning in `gksparse.protocol.rundir`; this file connects them to sacred's command line:
 - sacred's records go into the run folder `results/<dataset>/<id>/` (`records.RunRecords`);
 - `with resume=<folder>` continues a run with its saved config; keys given beside it may
-  change while the work they decided is not done yet (`gksparse.rundir.plan_resume`), and
+  change while the work they decided is not done yet (`gksparse.protocol.rundir.plan_resume`), and
   each change is recorded in `changes.json`;
 - a bad setting, a damaged record or a failed stage is one sentence and exit code 2; a
   failed run keeps that sentence in `run.json` and `cout.txt`; Ctrl-C prints where the run
@@ -44,11 +44,11 @@ from sacred.utils import apply_backspaces_and_linefeeds  # noqa: E402
 
 import gksparse  # noqa: E402
 from gksparse import distributed, files, runtime  # noqa: E402
-from gksparse.config import ConfigError, ProtocolConfig, defaults, rules  # noqa: E402
-from gksparse.models import METHODS  # noqa: E402
-from gksparse.protocol import run_protocol  # noqa: E402
+from gksparse.model.video import METHODS  # noqa: E402
+from gksparse.protocol.config import ConfigError, ProtocolConfig, defaults, rules  # noqa: E402
+from gksparse.protocol.pipeline import run_protocol  # noqa: E402
+from gksparse.protocol.rundir import RunFolderError, plan_resume  # noqa: E402
 from gksparse.report import run_table  # noqa: E402
-from gksparse.rundir import RunFolderError, plan_resume  # noqa: E402
 
 DERIVED = ("data_options",)  # computed by a script's config scope from other keys
 # sacred's config: every ProtocolConfig default (sacred draws the seed), and where runs go
@@ -205,7 +205,7 @@ def make_experiment(
 
 
 def _add_rules_and_checks(ex: GkExperiment) -> None:
-    """The reference's rules per method and dataset (`gksparse.config.rules`), written out
+    """The reference's rules per method and dataset (`gksparse.protocol.config.rules`), written out
     so that config.json says what ran (each may be set on the command line), and the check
     of every setting before a run starts."""
 

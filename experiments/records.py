@@ -1,4 +1,4 @@
-"""sacred's run records, written through the run folder (`gksparse.rundir.RunFolder`).
+"""sacred's run records, written through the run folder (`gksparse.protocol.rundir.RunFolder`).
 
 `RunRecords` is sacred's FileStorageObserver writing `<results_dir>/<dataset>/<id>/`, or into
 the folder of a resumed run: every file atomically with the umask's mode, a new folder held
@@ -18,7 +18,7 @@ warnings.filterwarnings("ignore", message="pkg_resources is deprecated")  # from
 from sacred.observers import FileStorageObserver  # noqa: E402
 from sacred.serializer import flatten  # noqa: E402
 
-from gksparse.rundir import COUT, RUN, RunFolder  # noqa: E402
+from gksparse.protocol.rundir import COUT, RUN, RunFolder  # noqa: E402
 
 
 class RunRecords(FileStorageObserver):

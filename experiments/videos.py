@@ -52,7 +52,7 @@ def folder_options(
     workers,
     cache_dir,
 ):
-    # What `gksparse.data.ownvideos.load_folder` takes besides the protocol's own keys.
+    # What `gksparse.data.videos.load_folder` takes besides the protocol's own keys.
     data_options = dict(  # noqa: F841 (a config entry)
         frames=frames,
         size=size,

@@ -13,12 +13,12 @@ import pytest
 import torch
 from PIL import Image
 
-from gksparse.checkpoint import save_checkpoint
 from gksparse.data.videofolder import VideoFolder
-from gksparse.encoder import TrainedEncoder, load_encoder, zca_to_extra
 from gksparse.features import cli, main
-from gksparse.models import ModelConfig, build_model
-from gksparse.train import Stage, fit, pretrain_loss
+from gksparse.model.checkpoint import save_checkpoint
+from gksparse.model.video import ModelConfig, build_model
+from gksparse.protocol.trained import TrainedEncoder, load_encoder, zca_to_extra
+from gksparse.training.engine import Stage, fit, pretrain_loss
 
 FRAMES, SIZE = 4, 8
 

@@ -20,8 +20,8 @@ import pytest
 import torch
 from PIL import Image
 
-from gksparse.encoder import load_encoder
 from gksparse.features import cli as features_cli
+from gksparse.protocol.trained import load_encoder
 from gksparse.report import main as report_main
 
 REPO = Path(__file__).resolve().parents[1]

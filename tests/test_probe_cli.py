@@ -13,7 +13,7 @@ import pytest
 from threadpoolctl import threadpool_limits
 
 from gksparse.probe import MetricsLog, main
-from gksparse.protocol import ProtocolConfig, run_protocol
+from gksparse.protocol.pipeline import ProtocolConfig, run_protocol
 from gksparse.report import read_runs, table
 
 REPO = Path(__file__).resolve().parents[1]

@@ -9,7 +9,7 @@ import stat
 
 import pytest
 
-from gksparse import plots
+from gksparse.protocol import plots
 from gksparse.report import main, read_runs, run_table, table, write_report, x_label
 
 SMOKE = {"epochs": 1, "train_size": 100, "test_size": 50, "filters": 16}

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import torch
 
-from gksparse.models import ModelConfig, VideoModel, build_model
+from gksparse.model.video import ModelConfig, VideoModel, build_model
 
 
 def small_config(method: str, **overrides) -> ModelConfig:

@@ -1,10 +1,10 @@
 """gksparse: group k-sparse temporal convolutional networks for video (PyTorch)."""
 
-from .checkpoint import load_checkpoint, save_checkpoint
-from .encoder import TrainedEncoder, load_encoder
-from .models import METHODS, Method, ModelConfig, VideoModel, build_model
-from .recurrence import ConvMinimalRNN2d
-from .sparsity import group_ksparse, group_norms, ksparse
+from .model.checkpoint import load_checkpoint, save_checkpoint
+from .model.recurrence import ConvMinimalRNN2d
+from .model.video import METHODS, Method, ModelConfig, VideoModel, build_model
+from .ops.sparsity import group_ksparse, group_norms, ksparse
+from .protocol.trained import TrainedEncoder, load_encoder
 
 __all__ = [
     "METHODS",

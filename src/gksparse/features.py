@@ -29,8 +29,8 @@ import torch
 from tqdm.auto import tqdm
 
 from .data.videofolder import ClipMode, VideoFolder
-from .encoder import TrainedEncoder, load_encoder
-from .runtime import default_device
+from .protocol.trained import TrainedEncoder, load_encoder
+from .training.runtime import default_device
 
 DEFAULT_FRAMES = 16  # when neither the caller nor the run's config says
 

@@ -3,7 +3,7 @@
     python -m gksparse.probe RUN_FOLDER [--budgets 300,600] [--data-dir DIR] [--device DEV]
     python -m gksparse.probe --pixels DATASET [--results DIR] [with <words>]
 
-The first adds a linear and a k-NN probe (`gksparse.probing`) of the frozen pretrained encoder
+The first adds a linear and a k-NN probe (`gksparse.evaluation.vectors`) of the frozen pretrained encoder
 to every finished label budget of a completed run (of any method, also one made before the
 probes existed): the data are rebuilt from the run's `config.json` as the protocol built
 them, `probe` is written into each budget of `result.json` and the metrics into
@@ -28,13 +28,15 @@ from typing import Any
 
 import torch
 
-from . import probing, recipes, runtime
-from .config import ProtocolConfig
-from .data.videos import VideoData
-from .files import FolderInUse
-from .models import METHODS
-from .protocol import Protocol, load_data
-from .rundir import CONFIG, METRICS, RUN, RecordError, RunFolder, RunFolderError
+from .data.containers import VideoData
+from .data.files import FolderInUse
+from .evaluation import vectors
+from .model.video import METHODS
+from .protocol import stages
+from .protocol.config import ProtocolConfig
+from .protocol.pipeline import Protocol, load_data
+from .protocol.rundir import CONFIG, METRICS, RUN, RecordError, RunFolder, RunFolderError
+from .training import runtime
 
 PIXELS = "pixels"  # the method name of the baseline's run folders
 RESOLVE_METHOD = "groupwtacnn"  # the method its config is resolved with (the data need one)
@@ -100,12 +102,12 @@ def pixel_budget(
 ) -> dict[str, Any]:
     """The pixels baseline of budget `n`: the split's sizes and `probe` on pixel vectors."""
     started = time.perf_counter()
-    splits = cls.labeled_split(n, recipes.labeled_split_rng(cfg, n))
-    vectors = [probing.pixel_vectors(s) for s in splits]
+    splits = cls.labeled_split(n, stages.labeled_split_rng(cfg, n))
+    pixels = [vectors.pixel_vectors(s) for s in splits]
     log_fn(f"n{n}.probe.features_seconds", time.perf_counter() - started, 0)
     device = torch.device(cfg.device) if cfg.device else runtime.default_device()
-    probe = probing.probe_budget(
-        vectors,
+    probe = vectors.probe_budget(
+        pixels,
         splits,
         n=n,
         num_classes=cls.num_classes,
@@ -165,7 +167,7 @@ def probe_run(
     for n, probe in probes.items():
         result["budgets"][str(n)]["probe"] = probe
         if not cfg.progress:  # else the protocol said them under its progress bars
-            for line in probing.probe_lines(probe, n):
+            for line in vectors.probe_lines(probe, n):
                 say(line)
     run.write_result(result)
     run.write_json(METRICS, log.merged(metrics), sort_keys=True)
@@ -223,7 +225,7 @@ def probe_pixels(
         for n in cfg.num_labeled:
             result["budgets"][str(n)] = pixel_budget(cfg, cls, n, log)
             run.write_result(result)
-            for line in probing.probe_lines(result["budgets"][str(n)]["probe"], n):
+            for line in vectors.probe_lines(result["budgets"][str(n)]["probe"], n):
                 say(line)
         run.write_json(METRICS, log.merged(None), sort_keys=True)
     except BaseException as e:

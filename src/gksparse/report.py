@@ -31,10 +31,10 @@ from typing import Any
 
 import numpy as np
 
-from .config import RUNTIME_KEYS
-from .files import atomic_write_text, natural_key
-from .recipes import STAGE_LABELS
-from .rundir import CONFIG, RECORDS, RESULT, RecordError, RunFolder
+from .data.files import atomic_write_text, natural_key
+from .protocol.config import RUNTIME_KEYS
+from .protocol.rundir import CONFIG, RECORDS, RESULT, RecordError, RunFolder
+from .protocol.stages import STAGE_LABELS
 
 # result.json's stage -> the row's classifier, in row order (stacked before end-to-end).
 CLASSIFIERS = STAGE_LABELS
@@ -257,7 +257,7 @@ def write_report(root: str | Path, out_dir: str | Path | None = None) -> Path:
 
     The run folders that do not count are printed on stderr, one line each.
     """
-    from .plots import save_accuracy_curves
+    from .protocol.plots import save_accuracy_curves
 
     runs, skipped = read_runs(root)
     for s in skipped:

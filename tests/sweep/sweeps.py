@@ -12,7 +12,7 @@ import sys
 import time
 from pathlib import Path
 
-from gksparse.config import defaults
+from gksparse.protocol.config import defaults
 from gksparse.sweep.grid import Cell
 
 REPO = Path(__file__).resolve().parents[2]

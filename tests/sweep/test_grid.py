@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from gksparse.models import METHODS
+from gksparse.model.video import METHODS
 from gksparse.sweep import grid
 
 

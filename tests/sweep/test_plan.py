@@ -57,7 +57,7 @@ def _hold(path: Path, code: str) -> subprocess.Popen:
 
 def test_a_run_folder_in_use_or_a_locked_cell_is_busy(tmp_path):
     folder = make_run(tmp_path, 1, "RUNNING")
-    holder = _hold(folder, "from gksparse import files; files.hold_folder('.')")
+    holder = _hold(folder, "from gksparse.data import files; files.hold_folder('.')")
     try:
         p = plan.decide(CELL, CONFIG, tmp_path)
         assert p.action == plan.BUSY and f"pid {holder.pid}" in p.why

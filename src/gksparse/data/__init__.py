@@ -8,11 +8,11 @@ unpacks with checksums, `videocache` writes entries atomically; `videos` reads y
 folder of videos (`ownvideos`, through `videofolder`, `discovery` and `decoding`).
 """
 
+from .containers import VideoData, Videos
 from .errors import DataError, DataWarning
 from .loading import DATASETS, load
 from .paths import cache_root, data_root
 from .splits import coil_split, random_split, subset_index
-from .videos import VideoData, Videos
 from .zca import ZCA, fit_zca
 
 __all__ = [

@@ -14,8 +14,8 @@ import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
-from ..files import natural_key
 from .errors import DataError
+from .files import natural_key
 
 IMAGE_EXTENSIONS = frozenset({".jpg", ".jpeg", ".png", ".bmp"})
 VIDEO_EXTENSIONS = frozenset({".mp4", ".avi", ".webm", ".mkv", ".mov"})

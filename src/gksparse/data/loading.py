@@ -10,12 +10,12 @@ from typing import Any
 
 import numpy as np
 
-from . import cifar10scanned, coil100, mnistrotated, necanimal, ownvideos
+from . import cifar10scanned, coil100, mnistrotated, necanimal, videos
+from .containers import VideoData, Videos
 from .errors import DataError
 from .paths import cache_limit, cache_root, data_root
 from .request import Request
 from .videocache import CacheWriter, entry_dir, evict, mark_used, read_entry, remove_entry
-from .videos import VideoData, Videos
 from .zca import ZCA, fit_zca
 
 _MODULES: dict[str, ModuleType] = {
@@ -31,10 +31,10 @@ def _own_videos(
     cache_dir: str | os.PathLike | None,
     **options: Any,
 ) -> VideoData:
-    """Your own folder of videos (`ownvideos.load_folder`), whitened unless `zca=False`;
+    """Your own folder of videos (`videos.load_folder`), whitened unless `zca=False`;
     `cache_dir`: where its clips are kept as memory maps (default: in memory)."""
-    whiten = (ownvideos.WHITEN and zca_epsilon is not None) if zca is None else bool(zca)
-    return ownvideos.load_folder(
+    whiten = (videos.WHITEN and zca_epsilon is not None) if zca is None else bool(zca)
+    return videos.load_folder(
         folder, zca=whiten, zca_epsilon=zca_epsilon, cache_dir=cache_dir, **options
     )
 
@@ -55,7 +55,7 @@ def load(
     **options: Any,
 ) -> VideoData:
     """One of `DATASETS` as float32 videos `(N, T, C, H, W)`, with labels and labeled splits;
-    or, for `name='videos'`, your own folder `data_dir` (`ownvideos.load_folder`, which takes
+    or, for `name='videos'`, your own folder `data_dir` (`videos.load_folder`, which takes
     the `options`; whitened unless `zca=False`; `cache_dir`: where its clips are kept as
     memory maps, default memory).
 
@@ -82,7 +82,7 @@ def load(
     Videos are read-only memory maps of the cache. Raises ValueError for an unknown name or a
     limit of 0 or less, and DataError when files are missing or corrupt, or the disk is full.
     """
-    if name == ownvideos.NAME:
+    if name == videos.NAME:
         sizes = dict(train_size=train_size, test_size=test_size, seed=seed, progress=progress)
         return _own_videos(data_dir, zca, zca_epsilon, cache_dir, **sizes, **options)
     if name not in _MODULES:

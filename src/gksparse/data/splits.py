@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from ..seeds import subset_rng
+from .seeds import subset_rng
 
 VAL_FRACTION = 0.1111
 COIL_WINDOW = 64  # labeled frames are taken among the first 64 poses

@@ -35,7 +35,7 @@ from numpy.lib.format import open_memmap
 from torch.utils.data import DataLoader, Dataset
 from tqdm.auto import tqdm
 
-from ..files import natural_key
+from .containers import Videos
 from .decoding import VideoEntry, import_av, probe_videos, read_images, to_array
 from .discovery import (
     BadVideoWarning,
@@ -45,7 +45,7 @@ from .discovery import (
     read_split_list,
 )
 from .errors import DataError
-from .videos import Videos
+from .files import natural_key
 from .zca import ZCA, fit_zca
 
 __all__ = [

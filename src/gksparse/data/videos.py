@@ -1,101 +1,122 @@
-"""The in-memory form every dataset returns: videos, labels and a frame-validity mask."""
+"""Your own videos as the protocol's dataset `videos`: a folder read through `VideoFolder`,
+one clip per video, split into training and test videos (`gksparse.data.load("videos", ...)`).
+"""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import os
+import tempfile
+from pathlib import Path
 
 import numpy as np
 
-from .splits import coil_split, random_split
-from .zca import ZCA
+from .containers import VideoData
+from .errors import DataError
+from .seeds import SubsetPart, subset_rng
+from .splits import subset_index
+from .videofolder import VideoFolder
 
-SPLITS = ("random", "frames", "none")
+NAME = "videos"
+WHITEN = True  # whitened by default, as COIL-100
 
 
-@dataclass
-class Videos:
-    """A set of equally shaped (possibly padded) videos.
+def load_folder(
+    data_dir: str | os.PathLike | None,
+    *,
+    frames: int | None = 16,
+    size: int | tuple[int, int] | None = 32,
+    grayscale: bool = False,
+    labeled: bool | None = None,
+    train_split: str | os.PathLike | None = None,
+    test_split: str | os.PathLike | None = None,
+    test_dir: str | os.PathLike | None = None,
+    test_fraction: float = 0.2,
+    train_size: int | None = None,
+    test_size: int | None = None,
+    zca: bool = False,
+    zca_epsilon: float = 1e-3,
+    zca_clips: int | None = None,
+    seed: int = 0,
+    workers: int = 0,
+    cache_dir: str | os.PathLike | None = None,
+    progress: bool = True,
+) -> VideoData:
+    """A folder of your own videos as the protocol's `VideoData`: one clip per video.
 
-    videos: float32 `(N, T, C, H, W)`, a numpy array or a read-only memory map.
-    labels: int64 `(N,)`, or None for unlabeled videos.
-    mask:   bool `(N, T)`, True for real frames, False for padding; None means all real.
+    Training clips start at random (drawn once, from `seed`); test clips are the first ones.
+    The test videos are those of `test_split` (a split list, e.g. UCF-101's
+    `testlist01.txt`, while `train_split` names the training ones), else of `test_dir` (a
+    second folder with the same classes), else a random `test_fraction` of every class of a
+    labeled folder. An unlabeled folder without them is its own test set (the reconstruction
+    loss is then measured on the training videos, as for NEC Animal); it has no labeled split
+    (`split='none'`): pretraining only.
+    train_size, test_size: a deterministic random subset of that many videos.
+    zca: fit a ZCA whitening (`zca_epsilon`) on the training clips' real frames (on
+        `zca_clips` of them, default all) and apply it to both sets; kept in `VideoData.zca`.
+    workers: DataLoader processes that decode the videos.
+    cache_dir: write the clips as `.npy` memory maps in a temporary folder there instead of
+        holding them in memory (for large folders); the files are unlinked once mapped, so
+        nothing is left behind (POSIX) and the disk space is freed when the process ends.
     """
-
-    videos: np.ndarray
-    labels: np.ndarray | None = None
-    mask: np.ndarray | None = None
-
-    def __post_init__(self) -> None:
-        if self.videos.ndim != 5:
-            raise ValueError(f"videos must be (N, T, C, H, W), got shape {self.videos.shape}")
-        n, t = self.videos.shape[:2]
-        if self.labels is not None and self.labels.shape != (n,):
-            raise ValueError(f"labels must be ({n},), got {self.labels.shape}")
-        if self.mask is not None and self.mask.shape != (n, t):
-            raise ValueError(f"mask must be ({n}, {t}), got {self.mask.shape}")
-
-    def __len__(self) -> int:
-        return len(self.videos)
-
-    @property
-    def frame_shape(self) -> tuple[int, int, int]:
-        """`(C, H, W)` of one frame."""
-        return tuple(self.videos.shape[2:])  # type: ignore[return-value]
-
-    def subset(self, index: np.ndarray) -> Videos:
-        """The videos at `index` (an integer array), copied into memory."""
-        index = np.asarray(index)
-        return Videos(
-            np.ascontiguousarray(self.videos[index]),
-            None if self.labels is None else self.labels[index],
-            None if self.mask is None else self.mask[index],
+    if data_dir is None:
+        raise DataError("pass data_dir=<your videos folder> (class subfolders or a flat set).")
+    train = VideoFolder(
+        data_dir,
+        frames=frames,
+        size=size,
+        grayscale=grayscale,
+        clip="random",
+        split=train_split,
+        labeled=labeled,
+    )
+    if test_split is not None or test_dir is not None:
+        test = VideoFolder(
+            test_dir if test_dir is not None else data_dir,
+            frames=train.frames,
+            size=train.size,
+            grayscale=grayscale,
+            clip="first",
+            split=test_split,
+            classes=train.classes,
+            labeled=train.labeled,
         )
-
-
-@dataclass
-class VideoData:
-    """One dataset as the protocol uses it: unlabeled pretraining videos and the labeled sets.
-
-    train, test: the pretraining videos and the videos whose reconstruction loss is reported.
-    num_classes: the number of classes (0 for unlabeled data).
-    name: the dataset's name.
-    split: how `labeled_split` draws labeled sets: 'random' (a random permutation of `train`,
-        Rotated MNIST and Scanned CIFAR-10), 'frames' (the same frames of every video,
-        COIL-100) or 'none' (no labels, NEC Animal).
-    zca: the whitening applied to the videos, or None; apply it to new videos to match.
-    """
-
-    train: Videos
-    test: Videos
-    num_classes: int
-    name: str = "videos"
-    split: str = "random"
-    zca: ZCA | None = None
-
-    def __post_init__(self) -> None:
-        if self.split not in SPLITS:
-            raise ValueError(f"split must be one of {', '.join(SPLITS)}, got {self.split!r}")
-
-    def labeled_split(self, n: int, rng: np.random.Generator) -> tuple[Videos, Videos, Videos]:
-        """The labeled (train, validation, test) sets for `n` labels (METHOD.md section 6).
-
-        'random': `n` training videos and the next `round(0.1111 * n)` as validation, drawn from
-        `train` until every class is in both; the test set is the whole `test`.
-        'frames': `n` is frames per object; `coil_split(n)` picks the frames of every video in
-        `train`, so each video gives one short training, validation and test video.
-        """
-        if self.split == "none" or self.train.labels is None:
-            raise ValueError(
-                f"{self.name} has no labels, so it has no labeled split; its encoder is "
-                "evaluated on COIL-100's labeled split instead (load('coil100'))"
+    elif train.labeled:
+        keep, held = _hold_out(train.labels, test_fraction, seed)
+        train, test = train.view(indices=keep), train.view(clip="first", indices=held)
+    else:
+        test = train.view(clip="first")
+    train = train.view(indices=subset_index(len(train), train_size, seed, 0))
+    test = test.view(indices=subset_index(len(test), test_size, seed, 1))
+    with tempfile.TemporaryDirectory(prefix="gksparse-videos-", dir=cache_dir) as tmp:
+        whitening = None
+        if zca:
+            whitening = train.fit_zca(
+                zca_epsilon, max_clips=zca_clips, seed=seed, workers=workers, progress=progress
             )
-        if self.split == "random":
-            train, val = random_split(self.train.labels, n, rng, self.num_classes)
-            return self.train.subset(train), self.train.subset(val), self.test
-        return tuple(self._frames(f) for f in coil_split(n, self.train.videos.shape[1]))
+            test.zca = whitening
+        parts = []
+        for name, folder in (("train", train), ("test", test)):
+            path = None if cache_dir is None else Path(tmp) / f"{name}.npy"
+            parts.append(folder.to_videos(path, seed=seed, workers=workers, progress=progress))
+    return VideoData(
+        *parts,
+        num_classes=train.num_classes,
+        name="videos",
+        split="random" if train.labeled else "none",
+        zca=whitening,
+    )
 
-    def _frames(self, frames: list[int]) -> Videos:
-        """The frames `frames` of every training video, all real."""
-        videos = np.ascontiguousarray(self.train.videos[:, frames])
-        mask = np.ones(videos.shape[:2], dtype=bool)
-        return Videos(videos, self.train.labels, mask)
+
+def _hold_out(labels: np.ndarray, fraction: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """(kept, held-out) sorted indices: `fraction` of every class held out, at least one of
+    every class with two videos or more, never all of a class."""
+    if not 0 < fraction < 1:
+        raise ValueError(f"test_fraction must be between 0 and 1, got {fraction}.")
+    rng = subset_rng(seed, SubsetPart.HELD_OUT)
+    held: list[int] = []
+    for c in np.unique(labels):
+        members = np.flatnonzero(labels == c)
+        k = min(max(round(fraction * len(members)), 1), len(members) - 1)
+        held.extend(rng.choice(members, size=k, replace=False).tolist())
+    held_out = np.sort(np.array(held, np.int64))
+    return np.setdiff1d(np.arange(len(labels)), held_out), held_out

@@ -21,8 +21,8 @@ from pathlib import Path
 from typing import Any, TextIO
 
 from .. import scripts
-from ..config import RUNTIME_KEYS
-from ..rundir import RecordError, RunFolder
+from ..protocol.config import RUNTIME_KEYS
+from ..protocol.rundir import RecordError, RunFolder
 from .grid import Cell
 from .plan import BUSY, RESUME, SKIP, SWEEP_DIR, CellLock, Plan, decide
 

@@ -7,8 +7,8 @@ import importlib.util
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from ..config import DATASETS
-from ..models import METHODS
+from ..model.video import METHODS
+from ..protocol.config import DATASETS
 
 ABLATIONS = ("none", "nospatial", "nolifetime")
 NEEDS_EXTRA = {"vgg19": ("torchvision", "the 'vgg' extra: pip install -e '.[vgg]'")}

@@ -18,8 +18,8 @@ from pathlib import Path
 from typing import Any
 
 from .. import scripts
-from ..config import RUNTIME_KEYS, defaults
-from ..rundir import RecordError, RunFolder, numbered_runs
+from ..protocol.config import RUNTIME_KEYS, defaults
+from ..protocol.rundir import RecordError, RunFolder, numbered_runs
 from .grid import Cell, GridError
 
 SWEEP_DIR = "_sweep"  # <results>/_sweep: the cells' locks and logs

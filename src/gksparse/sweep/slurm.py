@@ -20,7 +20,7 @@ from typing import Any
 
 from tqdm.auto import tqdm
 
-from .. import files
+from ..data import files
 from .cell import FAILED, INTERRUPTED, Job, Outcome, run_cell_in_job, settled
 from .plan import SWEEP_DIR, Plan
 

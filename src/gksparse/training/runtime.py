@@ -1,0 +1,156 @@
+"""Process-wide runtime settings: the allocator, threads and the fast options per device.
+
+Call `configure(device, fast_cpu=...)` once at start-up, before the first big tensor, then
+`prepare_model(model, settings)` after building a model and `train.autocast(device,
+settings.autocast)` around forward passes (`fit` and `evaluate` take it as `use_autocast`).
+
+What each setting does and what it gave on the fast step (`bench/train_step.py --levers`,
+2-core AVX512-BF16 CPU; noisy machine, ranges over runs):
+- allocator (CPU, glibc only): malloc keeps freed memory instead of unmapping every big
+  block, so a step stops page-faulting its large tensors afresh: 1.2x on mnistrotated,
+  ~3x on cifar10scanned / coil100 (the FFT convolutions' spectra are large). The process
+  keeps its peak memory; that is the price.
+- autocast: bf16 autocast, only on request (`autocast=True`, or `fast_cpu`; 1.7-2.4x on
+  this CPU): the reference trained in float32, and bf16 changes the arithmetic. Losses are
+  computed and reported in fp32 either way; first gradients differ from fp32 by a few
+  percent of their largest entry, as with plain autocast. TF32 stays PyTorch's default
+  (on for cuDNN convolutions, off for matrix products).
+- channels_last: the per-frame convolutions in NHWC layout, oneDNN's fastest, for models
+  whose convolutions all run direct (mnistrotated's 3 x 3: 1.1-1.16x); FFT convolutions
+  read NCHW frames, so such models stay NCHW.
+
+The model itself picks its exact fast paths (FFT convolutions, sparse decoder, sparse
+last-layer backward, fused recurrence: see `gksparse.model.layers`, `fftconv`, `sparseconv`,
+`recurrence`); they need no setting.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import ctypes.util
+import os
+import sys
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+
+from ..model.layers import uses_fft
+
+# glibc's mallopt parameters (malloc.h)
+_M_TRIM_THRESHOLD, _M_MMAP_MAX = -1, -4
+_NEVER_TRIM = 2**31 - 1  # mallopt takes an int
+
+
+@dataclass(frozen=True)
+class Settings:
+    """What `configure` chose; pass it on to `prepare_model` and `train.autocast`."""
+
+    device: torch.device
+    autocast: bool  # bf16 autocast around forward passes
+    channels_last: bool  # convolutions in NHWC layout
+    allocator: bool  # glibc malloc keeps freed memory (CPU)
+    threads: int  # torch intra-op threads
+
+
+def _libc():
+    """glibc's handle, or None (another libc, another OS)."""
+    if not sys.platform.startswith("linux"):
+        return None
+    try:
+        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
+        libc.gnu_get_libc_version  # noqa: B018  (glibc only)
+        libc.mallopt.argtypes, libc.mallopt.restype = [ctypes.c_int, ctypes.c_int], ctypes.c_int
+        libc.malloc_trim.argtypes, libc.malloc_trim.restype = [ctypes.c_size_t], ctypes.c_int
+        return libc
+    except (OSError, AttributeError):
+        return None
+
+
+def keep_freed_memory() -> bool:
+    """Tell glibc's malloc never to unmap or trim freed memory. False where not glibc.
+
+    Same as starting with `MALLOC_MMAP_MAX_=0 MALLOC_TRIM_THRESHOLD_=<large>`: big blocks
+    come from the heap and stay there when freed, so the next step reuses already mapped
+    pages instead of page-faulting fresh ones. Call it before the first big tensor; blocks
+    mapped before the call keep their old behaviour.
+    """
+    libc = _libc()
+    if libc is None:
+        return False
+    return bool(libc.mallopt(_M_MMAP_MAX, 0)) and bool(libc.mallopt(_M_TRIM_THRESHOLD, _NEVER_TRIM))
+
+
+def release_freed_memory() -> bool:
+    """Hand the memory that glibc's malloc holds free back to the system (`malloc_trim`).
+
+    `keep_freed_memory` makes a process keep its peak; between workloads of different
+    shapes (e.g. the benchmark's configurations) the kept blocks fragment and the process
+    grows beyond any one workload's peak. Call this between them. False where not glibc.
+    """
+    libc = _libc()
+    if libc is None:
+        return False
+    libc.malloc_trim(0)
+    return True
+
+
+def default_device() -> torch.device:
+    """The device runs use unless told otherwise: CUDA when available, else the CPU."""
+    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+
+
+def configure(
+    device: str | torch.device | None = None,
+    fast_cpu: bool = False,
+    *,
+    autocast: bool | None = None,
+    threads: int | None = None,
+    allocator: bool = True,
+) -> Settings:
+    """Apply the process-wide settings for `device` and return them.
+
+    device:   None: CUDA when available, else the CPU.
+    fast_cpu: use bf16 autocast (results differ from fp32 within bf16 rounding); the
+              benchmarks' fast settings.
+    autocast: bf16 autocast on or off; None: off (float32, as the reference) unless `fast_cpu`.
+    threads:  torch intra-op threads; None: leave torch's default (one per core).
+    allocator: on the CPU, `keep_freed_memory()` (False: leave glibc's malloc as it is).
+    """
+    device = default_device() if device is None else torch.device(device)
+    cpu = device.type == "cpu"
+    if threads is not None:
+        torch.set_num_threads(threads)
+    if device.type == "cuda":
+        torch.backends.cudnn.benchmark = True
+    allocator = keep_freed_memory() if cpu and allocator else False
+    if autocast is None:
+        autocast = fast_cpu
+    return Settings(
+        device=device,
+        autocast=bool(autocast),
+        channels_last=cpu,
+        allocator=allocator,
+        threads=torch.get_num_threads(),
+    )
+
+
+def prepare_model(model: nn.Module, settings: Settings) -> nn.Module:
+    """Move `model` to the settings' device and memory layout (in place); returns it.
+
+    Channels-last when the settings ask for it and no convolution of the model runs by FFT
+    (those read NCHW frames); the parameters' values and the checkpoints are unchanged.
+    """
+    model.to(settings.device)
+    if settings.channels_last and not uses_fft(model, settings.device):
+        model.to(memory_format=torch.channels_last)
+    return model
+
+
+def describe(settings: Settings) -> str:
+    """One line for logs."""
+    return (
+        f"device={settings.device} autocast={settings.autocast} "
+        f"channels_last={settings.channels_last} allocator={settings.allocator} "
+        f"threads={settings.threads} pid={os.getpid()}"
+    )

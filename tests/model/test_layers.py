@@ -1,0 +1,74 @@
+"""The per-frame convolutions against plain per-frame loops."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+import torch.nn.functional as F
+from tensors import seeded
+
+from gksparse.model.layers import (
+    FrameConv2d,
+    FrameConvTranspose2d,
+    frames,
+    videos,
+)
+
+
+def test_frames_and_videos_are_inverse():
+    x = seeded(2, 3, 4, 5, 6)
+    f = frames(x)
+    assert f.shape == (6, 4, 5, 6)
+    assert torch.equal(f[4], x[1, 1])  # frame order: sample-major, then time
+    assert torch.equal(videos(f, 2), x)
+
+
+@pytest.mark.parametrize("kernel_size", [1, 3, 5])
+def test_frame_conv_is_a_per_frame_same_conv(kernel_size):
+    torch.manual_seed(0)
+    conv = FrameConv2d(2, 4, kernel_size)
+    x = seeded(2, 3, 2, 5, 7)
+    out = conv(x)
+    assert out.shape == (2, 3, 4, 5, 7)
+    for n in range(2):
+        for t in range(3):
+            want = F.conv2d(x[n, t : t + 1], conv.weight, conv.bias, padding=kernel_size // 2)
+            torch.testing.assert_close(out[n, t : t + 1], want)
+
+
+@pytest.mark.parametrize("kernel_size", [1, 3, 7, 11])
+def test_frame_conv_transpose_is_a_per_frame_same_transposed_conv(kernel_size):
+    torch.manual_seed(0)
+    deconv = FrameConvTranspose2d(4, 1, kernel_size)
+    with torch.no_grad():
+        deconv.bias.fill_(0.5)
+    x = seeded(2, 3, 4, 6, 5)
+    out = deconv(x)
+    assert out.shape == (2, 3, 1, 6, 5)  # 'same' size, any kernel
+    for n in range(2):
+        for t in range(3):
+            want = F.conv_transpose2d(
+                x[n, t : t + 1], deconv.weight, deconv.bias, padding=kernel_size // 2
+            )
+            torch.testing.assert_close(out[n, t : t + 1], want)
+    # linear: no activation, the transposed conv of a sum is the sum of the transposed convs
+    y = seeded(2, 3, 4, 6, 5, seed=1)
+    torch.testing.assert_close(
+        deconv(x + y) - deconv.bias.view(1, 1, -1, 1, 1),
+        out + deconv(y) - 2 * deconv.bias.view(1, 1, -1, 1, 1),
+    )
+
+
+def test_frame_convs_glorot_weights_zero_biases():
+    torch.manual_seed(0)
+    for layer, fan in (
+        (FrameConv2d(8, 16, 3), (8 + 16) * 9),
+        (FrameConvTranspose2d(16, 8, 5), (16 + 8) * 25),
+    ):
+        limit = math.sqrt(6 / fan)
+        w = layer.weight.detach()
+        assert w.abs().max() <= limit
+        assert w.std().item() == pytest.approx(limit / math.sqrt(3), rel=0.1)
+        assert torch.equal(layer.bias, torch.zeros_like(layer.bias))
