@@ -44,7 +44,7 @@ from sacred.utils import apply_backspaces_and_linefeeds  # noqa: E402
 
 import gksparse  # noqa: E402
 from gksparse import distributed, files, runtime  # noqa: E402
-from gksparse.model.video import METHODS  # noqa: E402
+from gksparse.model.methods import METHODS  # noqa: E402
 from gksparse.protocol.config import ConfigError, ProtocolConfig, defaults, rules  # noqa: E402
 from gksparse.protocol.pipeline import run_protocol  # noqa: E402
 from gksparse.protocol.rundir import RunFolderError, plan_resume  # noqa: E402

@@ -1,8 +1,9 @@
 """gksparse: group k-sparse temporal convolutional networks for video (PyTorch)."""
 
 from .model.checkpoint import load_checkpoint, save_checkpoint
+from .model.methods import METHODS, Method
 from .model.recurrence import ConvMinimalRNN2d
-from .model.video import METHODS, Method, ModelConfig, VideoModel, build_model
+from .model.video import ModelConfig, VideoModel, build_model
 from .ops.sparsity import group_ksparse, group_norms, ksparse
 from .protocol.trained import TrainedEncoder, load_encoder
 

@@ -31,7 +31,7 @@ import torch
 from .data.containers import VideoData
 from .data.files import FolderInUse
 from .evaluation import vectors
-from .model.video import METHODS
+from .model.methods import METHODS
 from .protocol import stages
 from .protocol.config import ProtocolConfig
 from .protocol.pipeline import Protocol, load_data

@@ -15,8 +15,9 @@ import torch.nn.functional as F
 from tensors import gen
 
 from gksparse.model.layers import FrameConv2d
+from gksparse.model.methods import METHODS
 from gksparse.model.recurrence import ConvMinimalRNN2d
-from gksparse.model.video import METHODS, ModelConfig, build_model
+from gksparse.model.video import ModelConfig, build_model
 from gksparse.training.engine import autocast
 
 

@@ -10,13 +10,8 @@ import torch
 import torch.nn.functional as F
 from tiny_models import small_config, small_model
 
-from gksparse.model.video import (
-    METHODS,
-    ClassifierHead,
-    build_model,
-    get_method,
-    stretch_frames,
-)
+from gksparse.model.methods import METHODS, get_method
+from gksparse.model.video import ClassifierHead, build_model, stretch_frames
 from gksparse.ops.sparsity import group_ksparse, group_norms, ksparse
 
 PRETRAINED = sorted(name for name, m in METHODS.items() if m.pretrained)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from gksparse.model.video import METHODS
+from gksparse.model.methods import METHODS
 from gksparse.sweep import grid
 
 

@@ -25,6 +25,7 @@ import torch.multiprocessing as mp
 
 from gksparse.data.containers import Videos
 from gksparse.model.video import ModelConfig, build_model
+from gksparse.ops.lifetime import global_topk_mask, sparse_code
 from gksparse.ops.sparsity import (
     group_ksparse,
     group_ksparse_chain,
@@ -33,11 +34,7 @@ from gksparse.ops.sparsity import (
     topk_mask,
 )
 from gksparse.training import distributed, runtime
-from gksparse.training.distributed import (
-    global_sparse_chain,
-    global_topk_mask,
-    shard_bounds,
-)
+from gksparse.training.distributed import shard_bounds
 from gksparse.training.engine import (
     ClassificationLoss,
     Stage,
@@ -122,7 +119,7 @@ def _sparse_shards() -> dict:
         # ties across ranks for every k: the one-process rule (the lowest flat index) decides
         shard = codes()[a:b].clone().requires_grad_(True)
         for sparsity in ("plain", "group"):
-            y = global_sparse_chain(shard, steps, sparsity, groups=4)
+            y = sparse_code(shard, sparsity, steps, groups=4, global_batch=True)
             (grad,) = torch.autograd.grad(y.sum(), shard)
             out[sparsity, k] = (y.detach(), grad)
             if k == 1:  # the switch off: every rank ranks its own shard
@@ -381,7 +378,7 @@ def test_without_a_process_group_everything_is_one_process():
     assert distributed.run_on_main(lambda: 7) == 7
     x = codes()
     torch.testing.assert_close(
-        global_sparse_chain(x, STEPS[1], "group", groups=4),
+        sparse_code(x, "group", STEPS[1], groups=4, global_batch=True),
         group_ksparse_chain(x, 4, STEPS[1], channel_dim=2),
     )
 

@@ -1,4 +1,4 @@
-"""The table of named methods and the one model that every method is a configuration of.
+"""The one model that every method of `gksparse.model.methods` is a configuration of.
 
 A model holds an encoder (per-frame CNN, optionally followed by ConvMinimalRNN2d, or a
 pretrained VGG19), a linear transposed-convolution decoder used only for pretraining, and
@@ -8,56 +8,16 @@ a classifier head. Videos are `(N, T, C, H, W)`; nothing depends on `T`.
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field
-from typing import Literal
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..ops.sparsity import group_ksparse_chain, group_norms, ksparse_chain
-from ..training import distributed
+from ..ops.lifetime import sparse_code
+from ..ops.sparsity import group_norms
 from .layers import FrameConv2d, FrameConvTranspose2d, frames, videos
+from .methods import StageName, check_groups, get_method
 from .recurrence import ConvMinimalRNN2d
-
-StageName = Literal["pretrain", "stacked", "finetune"]
-
-
-@dataclass(frozen=True)
-class Method:
-    """One row of the methods table (METHOD.md sections 4 and 5.1)."""
-
-    backbone: Literal["conv", "vgg19"]
-    recurrent: bool  # ConvMinimalRNN2d after the convolutions
-    input_dropout: float  # dropout on the input pixels (denoising methods)
-    sparsity: Literal["none", "plain", "group"]  # WTA step used in pretraining
-    # What the decoder rebuilds (frame t, or predicts frame t+1); None: no decoder at all
-    target: Literal["reconstruct", "next"] | None
-    pretrained: bool = True  # False: the decoder stays random (the reference's randominit*)
-    clipnorm: float = 0.0  # the reference's Keras clipnorm for all three stages; 0: off
-    whiten: bool = True  # ZCA where the dataset whitens (the reference never did for vgg19)
-    slowness: float = 0.0  # weight of mean |g_t - g_{t-1}| on the sparse code's group norms
-
-
-METHODS: dict[str, Method] = {
-    "wtacnn": Method("conv", False, 0.0, "plain", "reconstruct"),
-    "wtacrnn": Method("conv", True, 0.0, "plain", "next", clipnorm=1.0),
-    "groupwtacnn": Method("conv", False, 0.0, "group", "reconstruct"),
-    "groupwtacrnn": Method("conv", True, 0.0, "group", "next", clipnorm=1.0),
-    "denoisingcnn": Method("conv", False, 0.3, "none", "reconstruct"),
-    "denoisingcrnn": Method("conv", True, 0.3, "none", "next"),
-    "randominitcnn": Method("conv", False, 0.0, "none", "reconstruct", pretrained=False),
-    "randominitcrnn": Method("conv", True, 0.0, "none", "next", pretrained=False, clipnorm=1.0),
-    "vgg19": Method("vgg19", False, 0.0, "none", None, pretrained=False, whiten=False),
-    "slowgroupwtacnn": Method("conv", False, 0.0, "group", "reconstruct", slowness=1e-4),
-}
-
-
-def get_method(name: str) -> Method:
-    """The row of `METHODS` called `name`; a ValueError listing the names otherwise."""
-    try:
-        return METHODS[name]
-    except KeyError:
-        raise ValueError(f"unknown method {name!r}; choose one of: {', '.join(METHODS)}.") from None
 
 
 @dataclass
@@ -80,12 +40,7 @@ class ModelConfig:
     extra: dict = field(default_factory=dict)  # free-form notes (e.g. dataset name)
 
     def __post_init__(self) -> None:
-        method = get_method(self.method)
-        if method.sparsity == "group" and (self.groups < 1 or self.filters % self.groups):
-            raise ValueError(
-                f"groups={self.groups} must divide filters={self.filters}; choose a divisor "
-                f"of {self.filters}."
-            )
+        check_groups(self.method, self.filters, self.groups)
         if self.k_spatial < 1 or self.k_lifetime < 1:
             raise ValueError("k_spatial and k_lifetime must be at least 1.")
 
@@ -256,22 +211,21 @@ class VideoModel(nn.Module):
 
         Padded frames (mask False) are zeroed first so they never win a lifetime contest.
         global_lifetime: under a process group (torchrun), rank the lifetime step over the
-        whole global batch (`distributed.global_sparse_chain`), not this process's shard.
+        whole global batch (`gksparse.ops.lifetime`), not this process's shard.
         """
         fm = _frame_mask(mask, code)
         if fm is not None:
             code = code * fm
-        c, sparsity = self.config, self.method.sparsity
+        c = self.config
         steps = ((c.k_spatial, (3, 4)), (c.k_lifetime, (0, 1)))
-        if sparsity == "none":
-            return code
-        if global_lifetime and distributed.is_distributed():
-            return distributed.global_sparse_chain(
-                code, steps, sparsity, c.groups, fast=self.fast_masks
-            )
-        if sparsity == "plain":  # = ksparse spatial, then ksparse lifetime
-            return ksparse_chain(code, steps, fast=self.fast_masks)
-        return group_ksparse_chain(code, c.groups, steps, channel_dim=2, fast=self.fast_masks)
+        return sparse_code(
+            code,
+            self.method.sparsity,
+            steps,
+            c.groups,
+            global_batch=global_lifetime,
+            fast=self.fast_masks,
+        )
 
     def reconstruct(
         self, x: torch.Tensor, mask: torch.Tensor | None = None, global_lifetime: bool = False

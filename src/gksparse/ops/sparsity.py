@@ -15,6 +15,7 @@ import torch
 
 Steps = Sequence[tuple[int, int | Sequence[int]]]  # ((k, dims), ...): successive WTA steps
 
+SPARSITY = ("plain", "group")  # the kinds of WTA step (METHOD.md section 2)
 EPS = 1e-7  # inside the square root of a group norm, as the reference's `n_p`
 
 
@@ -197,8 +198,7 @@ def ksparse_chain(x: torch.Tensor, steps: Steps, *, fast: bool = True) -> torch.
     ranks the values the previous steps left (dropped entries count as zeros, tied with the
     zeros of `x`), and the masks are combined so that the code is written once.
     """
-    keep = chain_keep(x.detach(), steps, functools.partial(topk_mask, fast=fast))
-    return x if keep is None else torch.where(keep, x, 0.0)  # no bool-to-float copy of keep
+    return sparse_chain(x, "plain", steps, fast=fast)
 
 
 def group_scores(x: torch.Tensor, groups: int, channel_dim: int) -> torch.Tensor:
@@ -256,8 +256,33 @@ def group_ksparse_chain(
     steps, and the code is written once. Squared norms rank as the norms do (except where
     two squared norms a few ulps apart round to the same norm, which `group_ksparse` ties).
     """
+    return sparse_chain(x, "group", steps, groups, channel_dim, fast=fast)
+
+
+def sparse_chain(
+    x: torch.Tensor,
+    sparsity: str,
+    steps: Steps,
+    groups: int = 1,
+    channel_dim: int = 2,
+    *,
+    topk: TopkMask | None = None,
+    fast: bool = True,
+) -> torch.Tensor:
+    """The one dispatch of the sparsity kinds: successive WTA steps of `x` by value
+    ('plain', `ksparse_chain`) or by channel group norm ('group', `group_ksparse_chain`).
+
+    x: any shape; 'group' ranks `groups` groups of contiguous channels at `channel_dim`.
+    topk: how a step picks its winners (default `topk_mask` with `fast`; the global lifetime
+    step passes its own, `gksparse.ops.lifetime`). Returns `x`'s shape.
+    """
+    topk = topk or functools.partial(topk_mask, fast=fast)
+    if sparsity == "plain":
+        keep = chain_keep(x.detach(), steps, topk)
+        return x if keep is None else torch.where(keep, x, 0.0)  # no bool-to-float copy
+    if sparsity != "group":
+        raise ValueError(f"unknown sparsity {sparsity!r}; use {', '.join(SPARSITY)}.")
     channel_dim = _channel_dim(channel_dim, x.ndim)
     check_group_steps(steps, channel_dim, x.ndim)
-    scores = group_scores(x, groups, channel_dim)
-    keep = chain_keep(scores, steps, functools.partial(topk_mask, fast=fast))
+    keep = chain_keep(group_scores(x, groups, channel_dim), steps, topk)
     return x if keep is None else keep_groups(x, keep, channel_dim)

@@ -18,7 +18,7 @@ import torch
 
 from ..data import mnistrotated
 from ..data.splits import check_budget
-from ..model.video import METHODS, get_method
+from ..model.methods import METHODS, get_method
 
 DATASETS = ("mnistrotated", "cifar10scanned", "coil100", "necanimal", "videos")
 # The labeled split of each dataset that has one: (kind, training videos, classes).

@@ -30,7 +30,8 @@ from ..data.seeds import Stream, stream_seed
 from ..data.splits import check_budget
 from ..evaluation import vectors
 from ..evaluation.encodings import FeatureHead, encode_features, fits_in_cache
-from ..model.video import ModelConfig, VideoModel, build_model, get_method
+from ..model.methods import get_method
+from ..model.video import ModelConfig, VideoModel, build_model
 from ..training import distributed, runtime
 from ..training.engine import Stage, evaluate, fit
 from ..training.losses import ClassificationLoss, pretrain_loss

@@ -7,7 +7,7 @@ import importlib.util
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from ..model.video import METHODS
+from ..model.methods import METHODS
 from ..protocol.config import DATASETS
 
 ABLATIONS = ("none", "nospatial", "nolifetime")

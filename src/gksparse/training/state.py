@@ -10,15 +10,12 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
 
 import torch
 from torch import nn
 
 from . import distributed
-
-if TYPE_CHECKING:
-    from .engine import Stage
+from .stage import Stage
 
 
 @dataclass
