@@ -47,7 +47,8 @@ from gksparse import distributed, files, runtime  # noqa: E402
 from gksparse.model.methods import METHODS  # noqa: E402
 from gksparse.protocol.config import ConfigError, ProtocolConfig, defaults, rules  # noqa: E402
 from gksparse.protocol.pipeline import run_protocol  # noqa: E402
-from gksparse.protocol.rundir import RunFolderError, plan_resume  # noqa: E402
+from gksparse.protocol.rundir.records import RunFolderError  # noqa: E402
+from gksparse.protocol.rundir.resume import plan_resume  # noqa: E402
 from gksparse.report import run_table  # noqa: E402
 
 DERIVED = ("data_options",)  # computed by a script's config scope from other keys

@@ -18,7 +18,8 @@ warnings.filterwarnings("ignore", message="pkg_resources is deprecated")  # from
 from sacred.observers import FileStorageObserver  # noqa: E402
 from sacred.serializer import flatten  # noqa: E402
 
-from gksparse.protocol.rundir import COUT, RUN, RunFolder  # noqa: E402
+from gksparse.protocol.rundir.folder import RunFolder  # noqa: E402
+from gksparse.protocol.rundir.records import COUT, RUN  # noqa: E402
 
 
 class RunRecords(FileStorageObserver):

@@ -1,26 +1,40 @@
-"""gksparse: group k-sparse temporal convolutional networks for video (PyTorch)."""
+"""gksparse: group k-sparse temporal convolutional networks for video (PyTorch).
 
-from .model.checkpoint import load_checkpoint, save_checkpoint
-from .model.methods import METHODS, Method
-from .model.recurrence import ConvMinimalRNN2d
-from .model.video import ModelConfig, VideoModel, build_model
-from .ops.sparsity import group_ksparse, group_norms, ksparse
-from .protocol.trained import TrainedEncoder, load_encoder
+The package is laid out as the pipeline (see the README's map): `data`, `ops`, `model`,
+`training`, `evaluation`, `protocol`, and the commands `run`, `sweep`, `report`, `probe`,
+`features`, `cache`. The names below are its public API, imported when first used (so that
+`gksparse.report` reads results without importing torch).
+"""
 
-__all__ = [
-    "METHODS",
-    "ConvMinimalRNN2d",
-    "Method",
-    "ModelConfig",
-    "TrainedEncoder",
-    "VideoModel",
-    "build_model",
-    "group_ksparse",
-    "group_norms",
-    "ksparse",
-    "load_checkpoint",
-    "load_encoder",
-    "save_checkpoint",
-]
+from __future__ import annotations
 
+import importlib
+from typing import Any
+
+_API = {
+    "METHODS": "gksparse.model.methods",
+    "Method": "gksparse.model.methods",
+    "ModelConfig": "gksparse.model.video",
+    "VideoModel": "gksparse.model.video",
+    "build_model": "gksparse.model.video",
+    "ConvMinimalRNN2d": "gksparse.model.recurrence",
+    "load_checkpoint": "gksparse.model.checkpoint",
+    "save_checkpoint": "gksparse.model.checkpoint",
+    "group_ksparse": "gksparse.ops.sparsity",
+    "group_norms": "gksparse.ops.sparsity",
+    "ksparse": "gksparse.ops.sparsity",
+    "TrainedEncoder": "gksparse.protocol.trained",
+    "load_encoder": "gksparse.protocol.trained",
+}
+__all__ = sorted(_API)
 __version__ = "0.1.0"
+
+
+def __getattr__(name: str) -> Any:
+    if name in _API:
+        return getattr(importlib.import_module(_API[name]), name)
+    raise AttributeError(f"module 'gksparse' has no attribute {name!r}")
+
+
+def __dir__() -> list[str]:
+    return sorted([*globals(), *_API])

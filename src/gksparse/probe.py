@@ -35,7 +35,8 @@ from .model.methods import METHODS
 from .protocol import stages
 from .protocol.config import ProtocolConfig
 from .protocol.pipeline import Protocol, load_data
-from .protocol.rundir import CONFIG, METRICS, RUN, RecordError, RunFolder, RunFolderError
+from .protocol.rundir.folder import RunFolder
+from .protocol.rundir.records import CONFIG, METRICS, RUN, RecordError, RunFolderError
 from .training import runtime
 
 PIXELS = "pixels"  # the method name of the baseline's run folders

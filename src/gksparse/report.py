@@ -33,8 +33,14 @@ import numpy as np
 
 from .data.files import atomic_write_text, natural_key
 from .protocol.config import RUNTIME_KEYS
-from .protocol.rundir import CONFIG, RECORDS, RESULT, RecordError, RunFolder
-from .protocol.stages import STAGE_LABELS
+from .protocol.rundir.records import (
+    CONFIG,
+    RECORDS,
+    RESULT,
+    STAGE_LABELS,
+    FolderRecords,
+    RecordError,
+)
 
 # result.json's stage -> the row's classifier, in row order (stacked before end-to-end).
 CLASSIFIERS = STAGE_LABELS
@@ -109,7 +115,7 @@ def _accuracies(result: Any, path: Path) -> dict[tuple[str, int], float]:
 
 def read_run(folder: Path) -> Run | Skipped:
     """The completed run in `folder`, else why it does not count."""
-    run = RunFolder(folder)
+    run = FolderRecords(folder)
     try:
         status = run.status()
         if status != "COMPLETED":

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from gksparse.protocol.config import ProtocolConfig
-from gksparse.protocol.rundir import resume_conflicts, stage_of
+from gksparse.protocol.rundir.resume import resume_conflicts, stage_of
 
 SAVED = {
     "dataset": "mnistrotated",

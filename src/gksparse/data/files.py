@@ -18,8 +18,6 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-import torch
-
 TMP_SUFFIX = ".tmp"
 LOCK = ".lock"
 _NO_SPACE = (errno.ENOSPC, errno.EDQUOT)
@@ -82,6 +80,8 @@ def atomic_save(obj: Any, path: str | os.PathLike) -> None:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     buffer = io.BytesIO()
+    import torch  # here: the records' readers (the report) need no torch
+
     torch.save(obj, buffer)
     atomic_write_bytes(path, buffer.getbuffer().tobytes())
 

@@ -14,7 +14,6 @@ from .containers import VideoData
 from .errors import DataError
 from .seeds import SubsetPart, subset_rng
 from .splits import subset_index
-from .videofolder import VideoFolder
 
 NAME = "videos"
 WHITEN = True  # whitened by default, as COIL-100
@@ -60,6 +59,8 @@ def load_folder(
     """
     if data_dir is None:
         raise DataError("pass data_dir=<your videos folder> (class subfolders or a flat set).")
+    from .videofolder import VideoFolder  # torch's DataLoader: not for the other datasets
+
     train = VideoFolder(
         data_dir,
         frames=frames,

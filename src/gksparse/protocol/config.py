@@ -14,8 +14,6 @@ import math
 from dataclasses import MISSING, dataclass, field, fields
 from typing import Any
 
-import torch
-
 from ..data import mnistrotated
 from ..data.splits import check_budget
 from ..model.methods import METHODS, get_method
@@ -281,6 +279,8 @@ def check_device(device: str | None) -> None:
     """Raise a `ConfigError` unless `device` (None, 'cpu', 'cuda', 'cuda:N') exists here."""
     if device is None:
         return
+    import torch  # here: reading a config (the report) needs no torch
+
     try:
         dev = torch.device(device)
     except (RuntimeError, TypeError):

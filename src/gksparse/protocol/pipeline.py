@@ -37,7 +37,8 @@ from ..training.engine import Stage, evaluate, fit
 from ..training.losses import ClassificationLoss, pretrain_loss
 from . import stages
 from .config import ConfigError, ProtocolConfig
-from .rundir import FILTERS, RECONSTRUCTIONS, RunFolder
+from .rundir.folder import RunFolder
+from .rundir.records import FILTERS, RECONSTRUCTIONS
 from .trained import zca_to_extra
 
 __all__ = ["ConfigError", "Protocol", "ProtocolConfig", "load_data", "run_protocol"]

@@ -20,7 +20,9 @@ from torch import nn
 from ..data.zca import ZCA
 from ..model.checkpoint import load_checkpoint
 from ..model.video import ModelConfig, frame_mean
-from .rundir import CONFIG, RunFolder, is_results_folder, latest_run
+from .rundir.folder import RunFolder
+from .rundir.records import CONFIG
+from .rundir.runs import is_results_folder, latest_run
 
 
 class TrainedEncoder(nn.Module):

@@ -22,7 +22,8 @@ from typing import Any, TextIO
 
 from .. import scripts
 from ..protocol.config import RUNTIME_KEYS
-from ..protocol.rundir import RecordError, RunFolder
+from ..protocol.rundir.folder import RunFolder
+from ..protocol.rundir.records import RecordError
 from .grid import Cell
 from .plan import BUSY, RESUME, SKIP, SWEEP_DIR, CellLock, Plan, decide
 

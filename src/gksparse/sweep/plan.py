@@ -19,7 +19,9 @@ from typing import Any
 
 from .. import scripts
 from ..protocol.config import RUNTIME_KEYS, defaults
-from ..protocol.rundir import RecordError, RunFolder, numbered_runs
+from ..protocol.rundir.folder import RunFolder
+from ..protocol.rundir.records import RecordError
+from ..protocol.rundir.runs import numbered_runs
 from .grid import Cell, GridError
 
 SWEEP_DIR = "_sweep"  # <results>/_sweep: the cells' locks and logs

@@ -20,52 +20,8 @@ process group (torchrun) rank 0 alone writes, and what the protocol reads back (
 so far, checkpoints, the pretraining state) rank 0 reads and sends to the other ranks, so
 that only rank 0 needs the folder: every rank calls those reading methods together.
 
-`RunFolder` (rundir.folder) reads and writes it; `plan_resume` (rundir.resume) decides how a
+`FolderRecords` (rundir.records) reads its records without torch, `RunFolder`
+(rundir.folder) reads and writes all of it; `plan_resume` (rundir.resume) decides how a
 run continues (what is finished, which settings may change); `latest_run` (rundir.runs)
 finds the newest completed run of a results folder.
 """
-
-from .folder import (
-    CHANGES,
-    CONFIG,
-    COUT,
-    FILTERS,
-    METRICS,
-    PRETRAIN_STATE,
-    PRETRAINED,
-    RECONSTRUCTIONS,
-    RECORDS,
-    RESULT,
-    RUN,
-    RecordError,
-    RunFolder,
-    RunFolderError,
-)
-from .resume import CLASSIFIERS, PRETRAINING, ResumePlan, plan_resume, resume_conflicts, stage_of
-from .runs import is_results_folder, latest_run, numbered_runs
-
-__all__ = [
-    "CHANGES",
-    "CLASSIFIERS",
-    "CONFIG",
-    "COUT",
-    "FILTERS",
-    "METRICS",
-    "PRETRAINED",
-    "PRETRAINING",
-    "PRETRAIN_STATE",
-    "RECONSTRUCTIONS",
-    "RECORDS",
-    "RESULT",
-    "RUN",
-    "RecordError",
-    "ResumePlan",
-    "RunFolder",
-    "RunFolderError",
-    "is_results_folder",
-    "latest_run",
-    "numbered_runs",
-    "plan_resume",
-    "resume_conflicts",
-    "stage_of",
-]

@@ -14,7 +14,8 @@ from typing import Any
 
 from ...data import files
 from ..config import CLASSIFIER_KEYS, RUNTIME_KEYS, ProtocolConfig, rules
-from .folder import CONFIG, METRICS, RunFolder, RunFolderError
+from .folder import RunFolder
+from .records import CONFIG, METRICS, RunFolderError
 
 PRETRAINING, CLASSIFIERS = "pretraining", "classifiers"
 

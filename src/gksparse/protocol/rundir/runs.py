@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from .folder import RUN, RunFolder
+from .records import RUN, FolderRecords
 
 
 def numbered_runs(folder: str | os.PathLike) -> list[Path]:
@@ -34,7 +34,7 @@ def latest_run(results: str | os.PathLike) -> Path:
     results = Path(results).expanduser()
     statuses: dict[int, str] = {}
     for folder in numbered_runs(results):
-        statuses[int(folder.name)] = status = RunFolder(folder).status_or_unreadable()
+        statuses[int(folder.name)] = status = FolderRecords(folder).status_or_unreadable()
         if status == "COMPLETED":
             return folder
     if not statuses:
