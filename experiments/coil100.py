@@ -1,27 +1,6 @@
 """COIL-100: `python experiments/coil100.py with <method> [nospatial|nolifetime] seed=N`."""
 
-from common import main, make_experiment
+from gksparse.protocol.commandline import main
 
-ex = make_experiment(
-    "coil100",
-    {
-        "batch_size": 10,
-        "filters": 128,
-        "enc_kernel": 5,
-        "dec_kernel": 7,
-        "groups": 32,
-        "epochs": 200,
-        "num_labeled": [2, 4, 8, 16, 32],  # training frames per object
-    },
-    small={
-        "epochs": 3,
-        "classifier_epochs": 20,
-        "num_labeled": [4, 16],
-        "filters": 64,
-        "groups": 16,
-    },
-    smoke={"epochs": 1, "num_labeled": [4], "pictures": 2, "filters": 16, "groups": 4},
-)
-
-if __name__ == "__main__":
-    main(ex)
+if __name__ == "__main__":  # the settings: gksparse.protocol.presets
+    main("coil100", command="experiments/{dataset}.py")

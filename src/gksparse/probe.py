@@ -13,7 +13,8 @@ The second is the `pixels` baseline: the same probes on the frames as loaded (wh
 the dataset whitens), flattened and averaged over each video's real frames, recorded as a run
 folder of its own (`<results>/<dataset>/<next id>`, method `pixels`) that `gksparse.report`
 lists beside the encoders. The words after `with` are resolved as the experiment script
-would resolve them (`gksparse.scripts.resolve`; method groupwtacnn where none is named).
+would resolve them (`gksparse.protocol.commandline.resolve`; groupwtacnn where no method is
+named).
 """
 
 from __future__ import annotations
@@ -176,9 +177,9 @@ def probe_run(
 
 
 def resolved_config(dataset: str, words: Sequence[str]) -> dict[str, Any]:
-    """The config `experiments/<dataset>.py with <words>` would run with (with method
-    groupwtacnn when the words name none); a ValueError sentence for bad words."""
-    from .scripts import resolve
+    """The config `python -m gksparse.run <dataset> with <words>` would run with (with
+    method groupwtacnn when the words name none); a ValueError sentence for bad words."""
+    from .protocol.commandline import resolve
 
     words = list(words)
     if not any(w in METHODS or w.split("=", 1)[0] == "method" for w in words):

@@ -8,7 +8,7 @@ import signal
 import pytest
 from sweeps import WORDS, check_a_stopped_sweep_finishes_when_run_again, statuses, sweep
 
-from gksparse import scripts
+from gksparse.protocol import commandline
 
 pytestmark = pytest.mark.slow
 
@@ -47,7 +47,7 @@ def test_a_failing_cell_does_not_stop_the_others(tmp_path):
     # One cell's earlier run has a damaged result.json: its resume fails with one sentence.
     results = tmp_path / "R"
     words = [*WORDS[1:], "epochs=1", f"results_dir={results}"]
-    config = scripts.resolve("mnistrotated", [["randominitcnn", "seed=2", *words]])[0]["config"]
+    config = commandline.resolve("mnistrotated", [["randominitcnn", "seed=2", *words]])[0]["config"]
     damaged = results / "mnistrotated" / "1"
     damaged.mkdir(parents=True)
     (damaged / "config.json").write_text(json.dumps(config))

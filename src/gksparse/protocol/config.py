@@ -40,7 +40,8 @@ class ProtocolConfig:
     """One run: one dataset x one method x one seed (METHOD.md sections 4-6).
 
     The defaults are the reference's training rules (METHOD.md 5.1, 5.2); each rule has a key
-    that switches it. Four keys are resolved once, when the config is made, from the method
+    that switches it. `finetune_lr` None is `lr / 10` (the reference's end-to-end rate was
+    always its lr / 10). Four keys are resolved once, when the config is made, from the method
     and the dataset (`rules`), and hold the value that runs from then on:
     `clipnorm` (None: the method's; 0: off), `carry_head` (None: the dataset's),
     `zca` (None: the dataset's choice, made by its loader; vgg19: False) and
@@ -73,7 +74,7 @@ class ProtocolConfig:
     classifier_epochs: int | None = None  # most epochs of each classifier stage; None: epochs
     patience: int | None = 5
     lr: float = 1e-4
-    finetune_lr: float = 1e-5
+    finetune_lr: float | None = None  # end-to-end; None: lr / 10, as the reference always had
     momentum: float = 0.9
     clipnorm: float | None = None  # Keras' global clipnorm; None: the method's; 0: off
     adam: str = "keras"  # 'keras': Keras 2.2.4's Adam (the reference); 'torch': torch's
@@ -94,7 +95,8 @@ class ProtocolConfig:
 
     def __post_init__(self) -> None:
         check(self)
-        for key, value in rules(self.method, self.dataset, self.classify_dataset).items():
+        resolved = rules(self.method, self.dataset, self.classify_dataset)
+        for key, value in {**resolved, "finetune_lr": self.lr / 10}.items():
             if getattr(self, key) is None:
                 object.__setattr__(self, key, value)
 
@@ -229,8 +231,8 @@ def check(cfg: ProtocolConfig) -> None:
             _fail(key, getattr(cfg, key), "use an odd kernel size ('same' padding)")
     if get_method(cfg.method).sparsity == "group" and cfg.filters % cfg.groups:
         _fail("groups", cfg.groups, f"use a divisor of filters={cfg.filters}")
-    for key in ("lr", "finetune_lr"):
-        _number(cfg, key, 0, strict=True)
+    _number(cfg, "lr", 0, strict=True)
+    _number(cfg, "finetune_lr", 0, strict=True, optional=True)
     _number(cfg, "momentum", 0, strict=False)
     if cfg.momentum >= 1:
         _fail("momentum", cfg.momentum, "use a number from 0 to below 1")

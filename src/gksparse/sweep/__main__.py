@@ -1,7 +1,7 @@
 """python -m gksparse.sweep DATASET... [options] [with <settings of every cell>]
 
 Runs the grid datasets x methods x ablations x seeds, each cell one ordinary run of
-`experiments/<dataset>.py` into the results folder, then writes its report. Rerun the same
+`python -m gksparse.run <dataset>` into the results folder, then writes its report. Rerun the same
 command to finish a grid: completed cells are skipped, failed or interrupted ones resumed.
 """
 

@@ -1,5 +1,5 @@
 """One cell, run: take the cell's lock, decide again (another sweep may have finished it),
-run or resume `experiments/<dataset>.py` in a child process, and say how it ended.
+run or resume `python -m gksparse.run <dataset>` in a child process, and say how it ended.
 
 `run_cell` is what a local worker thread and a Slurm job both call. The child runs in its own
 session, so that a terminal's Ctrl-C reaches only the sweep, which then stops each child with
@@ -20,7 +20,6 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, TextIO
 
-from .. import scripts
 from ..protocol.config import RUNTIME_KEYS
 from ..protocol.rundir.folder import RunFolder
 from ..protocol.rundir.records import RecordError
@@ -85,7 +84,7 @@ def command(plan: Plan, results: str, gpus: int = 0) -> list[str]:
     launcher = [sys.executable]
     if gpus > 1:  # one process per GPU of the job
         launcher += ["-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={gpus}"]
-    return [*launcher, str(scripts.script(cell.dataset)), "with", *words]
+    return [*launcher, "-m", "gksparse.run", cell.dataset, "with", *words]
 
 
 def accuracy_text(folder: RunFolder, config: dict[str, Any]) -> str:

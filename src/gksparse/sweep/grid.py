@@ -1,5 +1,5 @@
 """The cells of a sweep: datasets x methods x ablations x seeds, and the words each cell
-gives its experiment script (`experiments/<dataset>.py with <words>`)."""
+gives its experiment script (`python -m gksparse.run <dataset> with <words>`)."""
 
 from __future__ import annotations
 
@@ -20,7 +20,7 @@ class GridError(ValueError):
 
 @dataclass(frozen=True)
 class Cell:
-    """One run of the grid: `experiments/<dataset>.py with <method> [<ablation>] seed=<seed>`
+    """One run of the grid: `gksparse.run <dataset> with <method> [<ablation>] seed=<seed>`
     followed by the words given after `with` on the sweep's command line."""
 
     dataset: str

@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from .. import scripts
+from ..protocol import commandline
 from ..protocol.config import RUNTIME_KEYS, defaults
 from ..protocol.rundir.folder import RunFolder
 from ..protocol.rundir.records import RecordError
@@ -42,15 +42,15 @@ class Plan:
 
 
 def resolve(cells: list[Cell], results: Path) -> list[dict[str, Any]]:
-    """Every cell's whole config, as its script would run it; a `GridError` naming the first
-    cell whose settings cannot run (one experiment-script call per dataset)."""
+    """Every cell's whole config, as `python -m gksparse.run` would run it; a `GridError`
+    naming the first cell whose settings cannot run."""
     configs: list[dict[str, Any] | None] = [None] * len(cells)
     for dataset in dict.fromkeys(c.dataset for c in cells):
         index = [i for i, c in enumerate(cells) if c.dataset == dataset]
         words = [[*cells[i].experiment_words(), f"results_dir={results}"] for i in index]
         try:
-            answers = scripts.resolve(dataset, words)
-        except scripts.ScriptError as e:
+            answers = commandline.resolve(dataset, words)
+        except ValueError as e:
             raise GridError(str(e)) from None
         for i, answer in zip(index, answers, strict=True):
             if "error" in answer:

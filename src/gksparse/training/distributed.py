@@ -59,7 +59,7 @@ def setup(device: str | torch.device | None = None, timeout_s: float = 1800.0) -
     if missing:
         raise RuntimeError(
             f"WORLD_SIZE is set but {', '.join(missing)} is not; start the processes with "
-            "torchrun (e.g. torchrun --nproc_per_node=2 experiments/mnistrotated.py with ...)."
+            "torchrun (e.g. torchrun --nproc_per_node=2 -m gksparse.run mnistrotated with ...)."
         )
     cuda = _is_cuda(device)
     if cuda:

@@ -95,7 +95,7 @@ def plan_resume(
     updates: dict[str, Any],
     *,
     derived: tuple[str, ...] = (),
-    script: str = "experiments/{dataset}.py",
+    script: str = "-m gksparse.run {dataset}",
 ) -> ResumePlan:
     """The plan that continues the run in `folder` with `updates` (keys given beside
     `resume=`); `derived`: keys the experiment computes from others (not saved settings).

@@ -1,30 +1,29 @@
-"""Sacred glue shared by the dataset scripts: named configs, records, resume, clean errors.
+"""The sacred experiment of a dataset: named configs, records, resume, clean errors.
 
-Every script is `ex = make_experiment(dataset, defaults, small=..., smoke=...)` then
-`main(ex)`. The protocol lives in `gksparse.protocol.pipeline`, the settings' defaults and rules in
-`gksparse.protocol.config` (sacred's config is generated from them), the run folder and resume
-planning in `gksparse.protocol.rundir`; this file connects them to sacred's command line:
-- sacred's records go into the run folder `results/<dataset>/<id>/` (`records.RunRecords`);
+`python -m gksparse.run <dataset> with ...` and `python experiments/<dataset>.py with ...`
+both call `main(dataset)`. The settings come from `gksparse.protocol.presets` (the dataset's
+paper sizes, `small`, `smoke`, the methods, the ablations) over the defaults and rules of
+`gksparse.protocol.config`; the protocol is `gksparse.protocol.pipeline`, the run folder and
+resume planning `gksparse.protocol.rundir`. This module connects them to sacred:
+- sacred's records go into the run folder `results/<dataset>/<id>/` (`observer.RunObserver`);
 - `with resume=<folder>` continues a run with its saved config; keys given beside it may
-  change while the work they decided is not done yet (`gksparse.protocol.rundir.plan_resume`), and
+  change while the work they decided is not done yet (`rundir.resume.plan_resume`), and
   each change is recorded in `changes.json`;
 - a bad setting, a damaged record or a failed stage is one sentence and exit code 2; a
   failed run keeps that sentence in `run.json` and `cout.txt`; Ctrl-C prints where the run
-  is and the command that resumes it.
+  is and the command that resumes it;
+- `resolve` gives the whole config a command line would run with, in this process (the
+  sweep and `gksparse.probe --pixels` ask it), running nothing.
 
-Under torchrun (`torchrun --nproc_per_node=N experiments/<dataset>.py with ...`) only rank 0
-has the observer, checks the results folder and records the run; it sends its config (seed
-included) and run folder to the other ranks, which train with it and write nothing.
+Under torchrun only rank 0 has the observer, checks the results folder and records the run;
+it sends its config (seed included) and run folder to the other ranks, which train with it
+and write nothing.
 """
 
 from __future__ import annotations
 
-import inspect
-import json
 import logging
-import signal
 import sys
-import tempfile
 import textwrap
 import warnings
 from pathlib import Path
@@ -35,30 +34,31 @@ warnings.filterwarnings("ignore", message="pkg_resources is deprecated")  # from
 import numpy as np  # noqa: E402
 import sacred  # noqa: E402
 import torch  # noqa: E402
-from records import RunRecords  # noqa: E402
 from sacred import Experiment  # noqa: E402
-from sacred.arg_parser import get_config_updates  # noqa: E402
 from sacred.dependencies import gather_sources_and_dependencies  # noqa: E402
 from sacred.host_info import host_info_gatherer  # noqa: E402
 from sacred.utils import apply_backspaces_and_linefeeds  # noqa: E402
 
-import gksparse  # noqa: E402
-from gksparse import distributed, files, runtime  # noqa: E402
-from gksparse.model.methods import METHODS  # noqa: E402
-from gksparse.protocol.config import ConfigError, ProtocolConfig, defaults, rules  # noqa: E402
-from gksparse.protocol.pipeline import run_protocol  # noqa: E402
-from gksparse.protocol.rundir.records import RunFolderError  # noqa: E402
-from gksparse.protocol.rundir.resume import plan_resume  # noqa: E402
-from gksparse.report import run_table  # noqa: E402
+from .. import __version__  # noqa: E402
+from ..data import files  # noqa: E402
+from ..model.methods import METHODS  # noqa: E402
+from ..training import distributed, runtime  # noqa: E402
+from .config import ConfigError, ProtocolConfig, defaults, rules  # noqa: E402
+from .observer import RunObserver  # noqa: E402
+from .pipeline import run_protocol  # noqa: E402
+from .presets import named_configs, preset  # noqa: E402
+from .rundir.records import RunFolderError  # noqa: E402
+from .rundir.resume import plan_resume  # noqa: E402
+from .tables import run_table  # noqa: E402
 
-DERIVED = ("data_options",)  # computed by a script's config scope from other keys
+DERIVED = ("data_options",)  # gathered from other keys (`Preset.folder_options`)
 # sacred's config: every ProtocolConfig default (sacred draws the seed), and where runs go
 BASE: dict[str, Any] = {
     **{k: v for k, v in defaults().items() if k not in ("seed", *DERIVED)},
     "results_dir": "results",
     "resume": None,
 }
-ABLATIONS = {"nospatial": {"spatial": False}, "nolifetime": {"lifetime": False}}
+MODULE_COMMAND = "-m gksparse.run {dataset}"  # how `python` runs an experiment, any folder
 OPTIONS_HELP = """
 
 Methods:     {methods}
@@ -95,12 +95,14 @@ def _exit(message: str) -> None:
 
 
 # -- resume --------------------------------------------------------------------------------
-def resume_config(dataset: str, updates: dict[str, Any], named: list[str]) -> dict[str, Any] | None:
+def resume_config(
+    dataset: str, updates: dict[str, Any], named: list[str], command: str = MODULE_COMMAND
+) -> dict[str, Any] | None:
     """The config that continues the run folder `updates['resume']`, or None when it is
     finished and nothing changes (then it says so). Refuses (`_exit`) what
     `rundir.plan_resume` refuses, and named configs; records accepted changes."""
     try:
-        plan = plan_resume(updates["resume"], dataset, updates, derived=DERIVED)
+        plan = plan_resume(updates["resume"], dataset, updates, derived=DERIVED, script=command)
     except (RunFolderError, ConfigError, files.FolderInUse) as e:
         _exit(str(e))
     if named:
@@ -123,18 +125,19 @@ def resume_config(dataset: str, updates: dict[str, Any], named: list[str]) -> di
     return plan.config
 
 
-def _resume_hint(dataset: str, folder: str) -> str:
+def _resume_hint(ex: GkExperiment, folder: str) -> str:
     world = distributed.env_world_size()
     launcher = f"torchrun --nproc_per_node={world}" if world > 1 else "python"
-    return f"{launcher} experiments/{dataset}.py with resume={folder}"
+    return f"{launcher} {ex.launch.format(dataset=ex.path)} with resume={folder}"
 
 
 # -- the experiment ------------------------------------------------------------------------
 class GkExperiment(Experiment):
     """sacred's Experiment with resume and one-sentence failures (see the module docstring)."""
 
-    records: RunRecords | None = None
+    records: RunObserver | None = None
     interrupted_in: str | None = None  # the run folder when Ctrl-C stopped a run
+    launch: str = MODULE_COMMAND  # what follows `python` to run it ({dataset} filled in)
 
     def run(
         self,
@@ -149,7 +152,7 @@ class GkExperiment(Experiment):
         main_run = (command_name or self.default_command) == "run"
         if main_run and updates.get("resume") and distributed.env_rank() == 0:
             # the other ranks of torchrun get rank 0's merged config in `run`
-            merged = resume_config(self.path, updates, list(named_configs))
+            merged = resume_config(self.path, updates, list(named_configs), self.launch)
             if merged is None:
                 raise SystemExit(0)
             updates, named_configs = merged, ()
@@ -170,33 +173,38 @@ def _torch_info() -> dict[str, Any]:
 
 
 def make_experiment(
-    dataset: str, defaults: dict[str, Any], *, small: dict[str, Any], smoke: dict[str, Any]
+    dataset: str, command: str = MODULE_COMMAND, main: dict[str, Any] | None = None
 ) -> GkExperiment:
-    """A sacred experiment for `dataset` with the methods, ablations, `small` and `smoke`.
+    """The sacred experiment of `dataset`: its preset's settings over the defaults, the
+    methods, ablations, `small` and `smoke` as named configs.
 
-    Called from the dataset script, which becomes the run's main file (and, with this file,
-    its saved sources).
+    command: what follows `python` to run it, `{dataset}` filled in (the resume hints);
+    main: the globals of the run's main file (default `__main__`'s), which sacred records
+    with its sources.
     """
-    script = inspect.stack()[1][0].f_globals
+    p = preset(dataset)
+    main = main if main is not None else vars(sys.modules["__main__"])
     ex = GkExperiment(dataset, save_git_info=False, additional_host_info=[_torch_info])
-    ex.base_dir = str(Path(script["__file__"]).resolve().parent)
-    ex.mainfile, ex.sources, ex.dependencies = gather_sources_and_dependencies(
-        script, False, ex.base_dir
-    )
-    for package in (torch, np, sacred, gksparse):  # sacred takes no local part ('+cpu')
+    ex.launch = command
+    if main.get("__file__"):
+        ex.base_dir = str(Path(main["__file__"]).resolve().parent)
+        ex.mainfile, ex.sources, ex.dependencies = gather_sources_and_dependencies(
+            main, False, ex.base_dir
+        )
+    for package in (torch, np, sacred):  # sacred takes no local part ('+cpu')
         ex.add_package_dependency(package.__name__, package.__version__.split("+")[0])
+    ex.add_package_dependency("gksparse", __version__)
     methods = textwrap.fill(", ".join(METHODS), 90, subsequent_indent=" " * 13)
-    ex.doc = (script.get("__doc__") or "").strip() + OPTIONS_HELP.format(methods=methods)
+    usage = f"python {command.format(dataset=dataset)} with <method> [nospatial|nolifetime] seed=N"
+    ex.doc = usage + OPTIONS_HELP.format(methods=methods)
     ex.captured_out_filter = apply_backspaces_and_linefeeds  # progress bars: final frames only
-    ex.add_config({**BASE, "dataset": dataset, **defaults})
-    _add_rules_and_checks(ex)
-    for name in METHODS:
-        ex.add_named_config(name, {"method": name})
-    for name, cfg in {**ABLATIONS, "small": small, "smoke": smoke}.items():
+    ex.add_config({**BASE, "dataset": dataset, **p.paper})
+    _add_rules_and_checks(ex, p.folder_options)
+    for name, cfg in named_configs(dataset).items():
         ex.add_named_config(name, cfg)
     if distributed.env_rank() == 0:  # under torchrun, rank 0 alone records the run
         ex.logger = _logger()
-        ex.records = RunRecords()
+        ex.records = RunObserver()
         ex.observers.append(ex.records)
     else:
         ex.logger = logging.getLogger(f"{dataset}.rank{distributed.env_rank()}")
@@ -205,24 +213,29 @@ def make_experiment(
     return ex
 
 
-def _add_rules_and_checks(ex: GkExperiment) -> None:
-    """The reference's rules per method and dataset (`gksparse.protocol.config.rules`), written out
-    so that config.json says what ran (each may be set on the command line), and the check
-    of every setting before a run starts."""
+def _add_rules_and_checks(ex: GkExperiment, folder_options: tuple[str, ...]) -> None:
+    """The reference's rules per method and dataset (`gksparse.protocol.config.rules`),
+    written out so that config.json says what ran (each may be set on the command line),
+    `data_options` gathered from the `folder_options` keys, and the check of every setting
+    before a run starts."""
 
     @ex.config
-    def derived(method, dataset, classify_dataset):
+    def derived(method, dataset, classify_dataset, lr):
         clipnorm = rules(method, dataset, classify_dataset)["clipnorm"]  # noqa: F841
         carry_head = rules(method, dataset, classify_dataset)["carry_head"]  # noqa: F841
+        finetune_lr = lr / 10  # noqa: F841  (the reference's end-to-end rate, unless set)
 
     @ex.config_hook
     def check_settings(config, command_name, logger):
+        derived = {}
+        if folder_options:  # what the folder loader takes besides the protocol's own keys
+            derived["data_options"] = {key: config[key] for key in folder_options}
         if command_name == "run":  # not for print_config and the like
             try:
-                ProtocolConfig.from_dict(config)
+                ProtocolConfig.from_dict({**config, **derived})
             except ConfigError as e:
                 _exit(str(e))
-        return {}
+        return derived
 
 
 def _main_function(ex: GkExperiment):
@@ -267,7 +280,7 @@ def _failed(ex: GkExperiment, _run, e: Exception, folder: str | None) -> None:
     where = f" (rank {distributed.env_rank()})" if distributed.env_rank() else ""
     message = f"{str(e).rstrip('.')}{where}"
     if folder is not None and distributed.env_rank() == 0:  # what is done is kept
-        message += f"; to continue once fixed: {_resume_hint(ex.path, folder)} [key=value]."
+        message += f"; to continue once fixed: {_resume_hint(ex, folder)} [key=value]."
     print(f"error: {message}", file=sys.stderr)
     if ex.records is not None:
         ex.records.error = message
@@ -294,121 +307,3 @@ def _logger() -> logging.Logger:
         logger.addHandler(handler)
     logger.setLevel(logging.INFO)
     return logger
-
-
-# -- the command line ----------------------------------------------------------------------
-def check_words(ex: Experiment, args: list[str]) -> dict[str, str]:
-    """The `key=value` words of `args` (what follows `with`), by key; a ValueError (one
-    sentence) for an unknown named config or config key."""
-    keys = set(BASE) | set(ex.configurations[0]._conf) | {"seed"}
-    named = set(ex.named_configs)
-    values: dict[str, str] = {}
-    for arg in args:
-        if arg.startswith("-"):
-            break
-        if "=" in arg:
-            key, value = arg.split("=", 1)
-            if key.split(".")[0] not in keys:
-                raise ValueError(
-                    f"unknown config key {key!r}; valid keys: {', '.join(sorted(keys))}."
-                )
-            values[key] = value
-        elif arg not in named and not Path(arg).is_file():
-            raise ValueError(
-                f"unknown method or config {arg!r}; methods: {', '.join(METHODS)}; "
-                f"configs: {', '.join(sorted(named - set(METHODS)))}."
-            )
-    return values
-
-
-def check_command_line(ex: Experiment, argv: list[str]) -> None:
-    """Reject unknown named configs and config keys and an unwritable results folder with
-    one sentence each, before sacred starts a run."""
-    if "with" not in argv:
-        return
-    try:
-        values = check_words(ex, argv[argv.index("with") + 1 :])
-    except ValueError as e:
-        _exit(str(e))
-    if distributed.env_rank() != 0 or "resume" in values:  # the folders are rank 0's business
-        return
-    results = Path(values.get("results_dir", "results").strip("'\""))
-    try:
-        results.mkdir(parents=True, exist_ok=True)
-        tempfile.TemporaryFile(dir=results).close()
-    except OSError as e:
-        _exit(
-            f"cannot write run records to {results} ({e.strerror}); pass "
-            "results_dir=<a writable folder>."
-        )
-
-
-def resolve_config(ex: Experiment, words: list[str]) -> dict[str, Any]:
-    """The whole config that `experiments/<dataset>.py with <words>` would run with, every
-    setting checked; a ValueError (one sentence) for a bad word or setting. Runs nothing."""
-    check_words(ex, words)
-    updates, named = get_config_updates(words)
-    if "config_only" not in ex.commands:
-
-        @ex.command(unobserved=True)
-        def config_only(_config):
-            return dict(_config)
-
-    try:
-        config = ex.run(
-            "config_only",
-            config_updates=updates,
-            named_configs=named,
-            options={"--loglevel": "ERROR"},
-        ).result
-    except Exception as e:  # sacred's own errors
-        raise ValueError(f"{' '.join(words)!r} is not a valid configuration ({e}).") from None
-    ProtocolConfig.from_dict(config)  # a ConfigError (a ValueError) names the bad setting
-    return config
-
-
-def resolve_many(ex: Experiment) -> None:
-    """`--resolve`: a JSON list of word lists on stdin -> a JSON list on stdout, one
-    `{"config": ...}` or `{"error": sentence}` per list (`gksparse.sweep` asks this)."""
-    out = []
-    for words in json.load(sys.stdin):
-        try:
-            out.append({"config": resolve_config(ex, words)})
-        except ValueError as e:
-            out.append({"error": str(e)})
-    print(json.dumps(out, default=str))
-
-
-def _stop_on_sigterm() -> None:
-    """SIGTERM (what Slurm, most schedulers and `gksparse.sweep` send to stop a job) stops
-    the run as Ctrl-C does: recorded INTERRUPTED, resumable. Once: a second one is ignored
-    while the run winds down."""
-
-    def stop(signum, frame):
-        signal.signal(signal.SIGTERM, signal.SIG_IGN)
-        raise KeyboardInterrupt
-
-    signal.signal(signal.SIGTERM, stop)
-
-
-def main(ex: GkExperiment) -> None:
-    """The scripts' entry point: check the command line, then let sacred run; Ctrl-C (or
-    SIGTERM) ends with one line saying where the run is and how to resume it. `--resolve`
-    answers `resolve_many` instead of running."""
-    if sys.argv[1:2] == ["--resolve"]:
-        ex.observers.clear()
-        resolve_many(ex)
-        return
-    check_command_line(ex, sys.argv)
-    _stop_on_sigterm()
-    try:
-        ex.run_commandline()
-    except KeyboardInterrupt:
-        folder = getattr(ex, "interrupted_in", None) or (ex.records and ex.records.dir)
-        if distributed.env_rank() == 0:
-            if folder:
-                hint = _resume_hint(ex.path, folder)
-                print(f"\ninterrupted: the run is in {folder}; resume it with: {hint}")
-            else:
-                print("\ninterrupted before the run started.")
-        raise SystemExit(130) from None

@@ -1,6 +1,6 @@
 """sacred's run records, written through the run folder (`gksparse.protocol.rundir.RunFolder`).
 
-`RunRecords` is sacred's FileStorageObserver writing `<results_dir>/<dataset>/<id>/`, or into
+`RunObserver` is sacred's FileStorageObserver writing `<results_dir>/<dataset>/<id>/`, or into
 the folder of a resumed run: every file atomically with the umask's mode, a new folder held
 (locked) by this process from its creation, a resumed run keeping its first start time and
 listing its resumes, and its `cout.txt` continuing the earlier output.
@@ -18,11 +18,11 @@ warnings.filterwarnings("ignore", message="pkg_resources is deprecated")  # from
 from sacred.observers import FileStorageObserver  # noqa: E402
 from sacred.serializer import flatten  # noqa: E402
 
-from gksparse.protocol.rundir.folder import RunFolder  # noqa: E402
-from gksparse.protocol.rundir.records import COUT, RUN  # noqa: E402
+from .rundir.folder import RunFolder  # noqa: E402
+from .rundir.records import COUT, RUN  # noqa: E402
 
 
-class RunRecords(FileStorageObserver):
+class RunObserver(FileStorageObserver):
     """FileStorageObserver writing `<results_dir>/<dataset>/<id>/`, or into `resume`."""
 
     def __init__(self) -> None:
