@@ -6,11 +6,18 @@ import csv
 import json
 import os
 import stat
+import subprocess
+import sys
 
+import numpy as np
 import pytest
+from matplotlib.collections import PolyCollection
+from scipy import stats
 
+from gksparse.evaluation.statistics import holm
 from gksparse.protocol import plots
-from gksparse.report import main, read_runs, run_table, table, write_report, x_label
+from gksparse.protocol.tables import run_table
+from gksparse.report import main, read_runs, table, write_report, x_label
 
 SMOKE = {"epochs": 1, "train_size": 100, "test_size": 50, "filters": 16}
 SMALL = {"epochs": 3, "train_size": 3000, "test_size": 1000, "filters": 64}
@@ -50,7 +57,8 @@ def table_lines(md: str) -> list[str]:
 
 def test_report_aggregates_seeds_and_ablations(tmp_path, capsys):
     # updated: rows now carry setting and seeds columns, and the cell's run count shows only
-    # where it differs from the row's seeds (the 600 budget of one of two seeds)
+    # where it differs from the row's seeds (the 600 budget of one of two seeds); the std is
+    # the sample std, followed by the 95% confidence interval of the mean
     write_run(tmp_path, 1, "mnistrotated", "groupwtacnn", 1, {300: 0.5, 600: 0.7})
     write_run(tmp_path, 2, "mnistrotated", "groupwtacnn", 2, {300: 0.7})
     write_run(tmp_path, 3, "mnistrotated", "groupwtacnn", 1, {300: 0.9}, spatial=False)
@@ -61,7 +69,8 @@ def test_report_aggregates_seeds_and_ablations(tmp_path, capsys):
 
     assert main([str(tmp_path)]) == 0
     md = capsys.readouterr().out
-    assert "| groupwtacnn | - | stacked | - | 2 | 60.00 ± 10.00 | 70.00 (1) |" in md
+    two = "60.00 ± 14.14 [-67.06, 187.06]"  # t(0.975, 1) = 12.71 times std / sqrt(2) = 10
+    assert f"| groupwtacnn | - | stacked | - | 2 | {two} | 70.00 (1) |" in md
     assert "| groupwtacnn | nospatial | end-to-end | - | 1 | 90.00 |  |" in md
     rows = list(csv.DictReader(open(tmp_path / "report.csv")))
     assert len(rows) == 2 * 2 + 2  # (full: 2 budgets, nospatial: 1) x 2 classifiers
@@ -98,7 +107,7 @@ def test_smoke_and_small_runs_are_different_rows(tmp_path, capsys):
     smoke = "epochs=1, filters=16, test_size=50, train_size=100"
     small = "epochs=3, filters=64, test_size=1000, train_size=3000"
     assert f"| groupwtacnn | - | stacked | {smoke} | 1 | 20.00 |" in lines
-    assert f"| groupwtacnn | - | stacked | {small} | 2 | 70.00 ± 10.00 |" in lines
+    assert f"| groupwtacnn | - | stacked | {small} | 2 | 70.00 ± 14.14 [-57.06, 197.06] |" in lines
     rows = list(csv.DictReader(open(tmp_path / "report.csv")))
     assert {
         (r["setting"], r["seeds"], r["mean"]) for r in rows if r["classifier"] == "stacked"
@@ -120,8 +129,8 @@ def test_seeds_of_one_config_average_in_one_row_whatever_the_runtime_keys(tmp_pa
     lines = table_lines(capsys.readouterr().out)
     assert lines[0] == "| method | ablation | classifier | setting | seeds | 300 | 600 |"
     assert (
-        '| groupwtacnn | - | stacked | opts={"a": 1, "b": 2} | 2 | 60.00 ± 10.00 | 70.00 (1) |'
-        in lines
+        '| groupwtacnn | - | stacked | opts={"a": 1, "b": 2} | 2 | 60.00 ± 14.14 [-67.06, 187.06] '
+        "| 70.00 (1) |" in lines
     )
     assert '| groupwtacnn | - | stacked | opts={"a": 2, "b": 2} | 1 | 40.00 |  |' in lines
     assert len(lines) == 1 + 2 * 2
@@ -196,25 +205,37 @@ def test_the_plot_axis_names_what_a_label_is(dataset, label):
     assert x_label(dataset) == label
 
 
+def panels_of(fig):
+    """What each panel (axes) of a figure shows: title -> (x label, y label, lines, bands)."""
+    return {
+        ax.get_title(): (
+            ax.get_xlabel(),
+            ax.get_ylabel(),
+            [(ln.get_label(), list(ln.get_xdata()), list(ln.get_ydata())) for ln in ax.lines],
+            sum(isinstance(c, PolyCollection) for c in ax.collections),
+        )
+        for ax in fig.axes
+    }
+
+
 def test_the_plot_shows_test_accuracy_in_percent(tmp_path, monkeypatch):
+    # updated: a panel per classifier, a line per row named without its classifier
     figures = {}
 
     def keep(fig, path):  # instead of writing the PNG: what the figure shows
-        ax = fig.axes[0]
-        lines = [(ln.get_label(), list(ln.get_xdata()), list(ln.get_ydata())) for ln in ax.lines]
-        figures[os.path.basename(path)] = (ax.get_xlabel(), ax.get_ylabel(), lines)
+        figures[os.path.basename(path)] = panels_of(fig)
 
     monkeypatch.setattr(plots, "_save", keep)
     write_run(tmp_path, 1, "coil100", "groupwtacnn", 1, {16: 0.7, 4: 0.5})
     write_run(tmp_path, 2, "mnistrotated", "groupwtacnn", 1, {300: 0.25})
     write_report(tmp_path)
-    xlabel, ylabel, lines = figures["accuracy_coil100.png"]
-    assert (xlabel, ylabel) == ("training frames per object (COIL-100)", "test accuracy (%)")
-    assert lines == [
-        ("groupwtacnn stacked", [4, 16], [pytest.approx(50.0), pytest.approx(70.0)]),
-        ("groupwtacnn end-to-end", [4, 16], [pytest.approx(50.0), pytest.approx(70.0)]),
-    ]
-    xlabel, _, lines = figures["accuracy_mnistrotated.png"]
+    coil = figures["accuracy_coil100.png"]
+    assert list(coil) == ["stacked", "end-to-end"]
+    for xlabel, ylabel, lines, bands in coil.values():
+        assert (xlabel, ylabel) == ("training frames per object (COIL-100)", "test accuracy (%)")
+        assert lines == [("groupwtacnn", [4, 16], [pytest.approx(50.0), pytest.approx(70.0)])]
+        assert bands == 0  # one seed: no interval
+    xlabel, _, lines, _ = figures["accuracy_mnistrotated.png"]["stacked"]
     assert xlabel == "labeled training videos" and lines[0][2] == [pytest.approx(25.0)]
 
 
@@ -228,7 +249,8 @@ def test_outputs_are_written_whole_with_the_umask_mode(tmp_path, umask, mode):
     finally:
         os.umask(old)
     names = sorted(p.name for p in out.iterdir())
-    assert names == ["accuracy_mnistrotated.png", "report.csv", "report.md"]  # no temporary file
+    # no temporary file
+    assert names == ["accuracy_mnistrotated.png", "comparisons.csv", "report.csv", "report.md"]
     for name in names:
         assert stat.S_IMODE((out / name).stat().st_mode) == mode, name
     assert (out / "accuracy_mnistrotated.png").read_bytes()[:4] == b"\x89PNG"
@@ -292,15 +314,18 @@ def test_probes_are_rows_beside_the_stages_and_pixels_is_a_method(tmp_path, caps
     assert rows[("mnistrotated", "groupwtacnn", "", (), "stacked")].seeds == 3
     assert rows[("mnistrotated", "groupwtacnn", "", (), "k-NN")].accuracies == {300: [0.4, 0.6]}
 
-    lines = []
-    monkeypatch.setattr(plots, "_save", lambda fig, path: lines.extend(fig.axes[0].lines))
+    figures = []
+    monkeypatch.setattr(plots, "_save", lambda fig, path: figures.append(panels_of(fig)))
     assert main([str(tmp_path)]) == 0
     md = capsys.readouterr().out
-    assert "| groupwtacnn | - | linear probe | - | 2 | 70.00 ± 10.00 |" in md
+    assert "| groupwtacnn | - | linear probe | - | 2 | 70.00 ± 14.14 [-57.06, 197.06] |" in md
     assert "| pixels | - | k-NN | - | 1 | 20.00 |" in md
     listed = [(r["method"], r["classifier"]) for r in csv.DictReader(open(tmp_path / "report.csv"))]
     assert ("groupwtacnn", "k-NN") in listed and ("pixels", "linear probe") in listed
-    assert "pixels k-NN" in [line.get_label() for line in lines]
+    [panels] = figures
+    assert list(panels) == ["stacked", "end-to-end", "linear probe", "k-NN"]
+    assert [line[0] for line in panels["k-NN"][2]] == ["groupwtacnn", "pixels"]
+    assert [line[0] for line in panels["stacked"][2]] == ["groupwtacnn"]
 
 
 def test_the_run_table_has_probe_columns_when_the_run_has_probes():
@@ -320,3 +345,163 @@ def test_the_run_table_has_probe_columns_when_the_run_has_probes():
         "61.2",
         "55.0",
     ]
+
+
+def test_report_imports_no_torch():
+    code = "import sys, gksparse.report; assert not any(m.startswith('torch') for m in sys.modules)"
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+
+
+def test_cells_carry_scipys_interval_and_a_failed_run_does_not_count(tmp_path, capsys):
+    accs = [0.61, 0.64, 0.70]
+    for seed, accuracy in enumerate(accs, 1):
+        write_run(tmp_path, seed, "mnistrotated", "groupwtacnn", seed, {300: accuracy})
+    write_run(tmp_path, 4, "mnistrotated", "groupwtacnn", 4, {300: 0.05}, status="FAILED")
+    write_run(tmp_path, 5, "mnistrotated", "groupwtacnn", 1, {300: 0.66}, spatial=False)
+    assert main([str(tmp_path)]) == 0
+    md = capsys.readouterr().out
+    mean, std = np.mean(accs), np.std(accs, ddof=1)
+    low, high = stats.t.interval(0.95, len(accs) - 1, loc=mean, scale=stats.sem(accs))
+    cell = f"{100 * mean:.2f} ± {100 * std:.2f} [{100 * low:.2f}, {100 * high:.2f}]"
+    assert f"| groupwtacnn | - | stacked | - | 3 | {cell} |" in md
+    assert "| groupwtacnn | nospatial | stacked | - | 1 | 66.00 |" in md
+    with open(tmp_path / "report.csv", newline="") as f:
+        lines = list(csv.DictReader(f))
+    assert list(lines[0]) == [
+        *("dataset", "method", "ablation", "classifier", "n", "mean", "std", "runs"),
+        *("setting", "seeds", "ci95_low", "ci95_high"),
+    ]
+    cells = {(r["ablation"], r["classifier"]): r for r in lines}
+    full = cells["", "stacked"]
+    numbers = [float(full[k]) for k in ("mean", "std", "ci95_low", "ci95_high")]
+    assert numbers == pytest.approx([mean, std, low, high], abs=1e-6)
+    assert (full["runs"], full["seeds"]) == ("3", "3")
+    one = cells["nospatial", "stacked"]
+    assert (one["mean"], one["std"], one["ci95_low"], one["ci95_high"]) == ("0.660000", "", "", "")
+
+
+def comparisons_of(folder):
+    """comparisons.csv: its header and its lines by (labels, classifier, a, b)."""
+    with open(folder / "comparisons.csv", newline="") as f:
+        header = next(csv.reader(f))
+        f.seek(0)
+        lines = list(csv.DictReader(f))
+    return header, {(int(r["labels"]), r["classifier"], r["a"], r["b"]): r for r in lines}
+
+
+def test_comparisons_are_scipys_paired_t_test_on_the_shared_seeds(tmp_path, capsys):
+    accs = {  # row -> seed -> test accuracy at 300 labels
+        "groupwtacnn": {1: 0.62, 2: 0.66, 3: 0.71, 4: 0.64},
+        "randominitcnn": {2: 0.30, 3: 0.41, 4: 0.33, 5: 0.36},
+        "wtacnn": {1: 0.60, 2: 0.67, 3: 0.69},
+    }
+    folder = 0
+    for method, by_seed in accs.items():
+        for seed, accuracy in by_seed.items():
+            folder += 1
+            write_run(tmp_path, folder, "mnistrotated", method, seed, {300: accuracy})
+    # seed 1 would pair with groupwtacnn's and wtacnn's seed 1, were a failed run to count
+    write_run(tmp_path, 20, "mnistrotated", "randominitcnn", 1, {300: 0.95}, status="FAILED")
+    write_run(tmp_path, 21, "mnistrotated", "groupwtacnn", 1, {300: 0.6}, spatial=False)
+    assert main([str(tmp_path)]) == 0
+    md = capsys.readouterr().out
+    header, found = comparisons_of(tmp_path)
+    assert header == [
+        *("dataset", "labels", "classifier", "a", "b", "n", "difference"),
+        *("ci95_low", "ci95_high", "p", "p_holm", "verdict"),
+    ]
+    pairs = [("groupwtacnn", "randominitcnn"), ("wtacnn", "randominitcnn")]
+    pairs += [("groupwtacnn", "wtacnn")]  # (a) then (b), then (c) without numbers:
+    single = ("groupwtacnn nospatial", "groupwtacnn")
+    stages = ("stacked", "end-to-end")
+    assert list(found) == [(300, c, a, b) for c in stages for a, b in [*pairs, single]]
+    expected = {}
+    for a, b in pairs:
+        shared = sorted(set(accs[a]) & set(accs[b]))
+        x, y = [100 * accs[a][s] for s in shared], [100 * accs[b][s] for s in shared]
+        test = stats.ttest_rel(x, y)
+        ci = test.confidence_interval(0.95)
+        expected[a, b] = (len(shared), np.mean(np.subtract(x, y)), ci.low, ci.high, test.pvalue)
+    assert [n for n, *_ in expected.values()] == [3, 2, 3]
+    adjusted = holm([p for *_, p in expected.values()])
+    for classifier in stages:
+        for ((a, b), (n, *numbers)), p_holm in zip(expected.items(), adjusted, strict=True):
+            line = found[300, classifier, a, b]
+            names = ("difference", "ci95_low", "ci95_high", "p", "p_holm")
+            assert [float(line[k]) for k in names] == pytest.approx([*numbers, p_holm], rel=1e-5)
+            says = "better" if numbers[0] > 0 else "worse"
+            if p_holm >= 0.05:
+                says = f"no difference detected with {n} seeds"
+            assert (line["dataset"], line["n"], line["verdict"]) == ("mnistrotated", str(n), says)
+        line = found[(300, classifier, *single)]
+        assert (line["n"], line["verdict"]) == ("1", "fewer than 2 shared seeds")
+        assert [line[k] for k in ("difference", "ci95_low", "ci95_high", "p", "p_holm")] == [""] * 5
+    assert found[300, "stacked", "groupwtacnn", "randominitcnn"]["verdict"] == "better"
+    n, difference, low, high, p = expected["groupwtacnn", "randominitcnn"]
+    assert (
+        f"- 300 labels, stacked: groupwtacnn - randominitcnn: {difference:+.2f} points "
+        f"[{low:+.2f}, {high:+.2f}], p = {p:.3g}, p_holm = {adjusted[0]:.3g}, 3 seeds: better"
+    ) in md.splitlines()
+    assert "### mnistrotated: comparisons" in md
+
+
+def test_the_rows_compared_are_the_issues(tmp_path):
+    # (a) random encoders, (c) ablations, (d) pixels (probes only), (e) a setting: epochs
+    # 3 and 10 of groupwtacnn; the other methods ran at epochs 3 only, the CRNNs with their
+    # own clipnorm; vgg19 has no random encoder
+    runs = [
+        ("groupwtacnn", {"epochs": 3}),
+        ("groupwtacnn", {"epochs": 10}),
+        ("groupwtacnn", {"epochs": 3, "spatial": False}),
+        ("groupwtacrnn", {"clipnorm": 1.0}),
+        ("randominitcnn", {}),
+        ("randominitcrnn", {"clipnorm": 1.0}),
+        ("vgg19", {}),
+        ("pixels", {}),
+    ]
+    folder = 0
+    for method, config in runs:
+        for seed in (1, 2):
+            folder += 1
+            accuracy = 0.1 * seed + 0.01 * folder
+            accs = {300: accuracy}
+            run = write_run(tmp_path, folder, "mnistrotated", method, seed, accs, **config)
+            add_probes(run, {300: (accuracy, accuracy / 2)}, stages=method != "pixels")
+    write_report(tmp_path)
+    _, found = comparisons_of(tmp_path)
+    g3, g10 = "groupwtacnn epochs=3", "groupwtacnn epochs=10"
+    nospatial = "groupwtacnn nospatial epochs=3"
+    stages = [  # in the order of the module's list, then of the rows
+        (g3, "randominitcnn"),
+        ("groupwtacrnn", "randominitcrnn"),
+        (nospatial, g3),
+    ]
+    encoders = [g3, nospatial, "groupwtacrnn", "randominitcnn", "randominitcrnn", "vgg19"]
+    probes = [*stages, *[(a, "pixels") for a in encoders]]
+    last = [(g10, g3)]
+    assert list(found) == [
+        *[(300, "stacked", a, b) for a, b in stages + last],
+        *[(300, "end-to-end", a, b) for a, b in stages + last],
+        *[(300, "linear probe", a, b) for a, b in probes + last],
+        *[(300, "k-NN", a, b) for a, b in probes + last],
+    ]
+    assert all(line["n"] == "2" for line in found.values())
+
+
+def test_the_plot_has_a_panel_per_classifier_with_bands_where_rows_have_seeds(
+    tmp_path, monkeypatch
+):
+    figures = {}
+    monkeypatch.setattr(plots, "_save", lambda fig, path: figures.update(panels_of(fig)))
+    for seed in (1, 2, 3):
+        run = write_run(tmp_path, seed, "mnistrotated", "groupwtacnn", seed, {300: 0.5 + seed / 20})
+        add_probes(run, {300: (0.6 + seed / 50, 0.5 - seed / 50)})
+    write_run(tmp_path, 4, "mnistrotated", "randominitcnn", 1, {300: 0.3, 600: 0.4})
+    write_report(tmp_path)
+    assert list(figures) == ["stacked", "end-to-end", "linear probe", "k-NN"]
+    for classifier, (_, _, lines, bands) in figures.items():
+        rows = [line[0] for line in lines]
+        probe = classifier in ("linear probe", "k-NN")
+        assert rows == (["groupwtacnn"] if probe else ["groupwtacnn", "randominitcnn"])
+        assert bands == 1  # groupwtacnn's 3 seeds; randominitcnn's one seed has none

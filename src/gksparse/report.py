@@ -11,9 +11,14 @@ tables, and on stderr). Writes, each atomically:
   where the setting is every config value that differs between the dataset's completed runs
   (the seed, the label budgets and keys that do not change the numbers aside); columns: the
   number of seeds the row averages, then the label budgets, each cell the test accuracy in %
-  as mean ± std over seeds;
-- `report.csv`: the same, one line per cell;
-- `accuracy_<dataset>.png`: test accuracy in % against the number of labels, a line per row.
+  as mean ± sample std over seeds and the 95% confidence interval of the mean (Student's t);
+  then per dataset the comparisons of `gksparse.evaluation.comparisons` (each pretrained
+  method against its random encoder, group against plain sparsity, ablations against their
+  method, encoders' probes against `pixels`, settings against each other), paired by seed:
+  the difference in points, its 95% interval, the paired t-test's p and Holm's p;
+- `report.csv`: the same cells, one line each; `comparisons.csv`: the comparisons;
+- `accuracy_<dataset>.png`: a panel per classifier, test accuracy in % against the number of
+  labels, a line per row with its 95% band.
 """
 
 from __future__ import annotations
@@ -29,9 +34,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-
 from .data.files import atomic_write_text, natural_key
+from .evaluation.comparisons import Comparison, Key, Setting, compare
+from .evaluation.statistics import Summary, summarize
 from .protocol.config import RUNTIME_KEYS
 from .protocol.rundir.records import (
     CONFIG,
@@ -41,11 +46,11 @@ from .protocol.rundir.records import (
     FolderRecords,
     RecordError,
 )
+from .protocol.tables import PROBES
 
 # result.json's stage -> the row's classifier, in row order (stacked before end-to-end).
 CLASSIFIERS = STAGE_LABELS
 # result.json's probes (`budgets[n].probe`) -> the row's classifier, after the stages.
-PROBES = {"linear": "linear probe", "knn": "k-NN"}
 ROW_ORDER = (*CLASSIFIERS.values(), *PROBES.values())
 # Config keys that do not change a run's numbers: runs differing only in them average together.
 NOT_RESULTS = RUNTIME_KEYS
@@ -57,9 +62,19 @@ UNSET = "unset"  # a key missing from a run's config (no JSON text looks like th
 COIL_LABELS = "training frames per object (COIL-100)"
 X_LABELS = {"coil100": COIL_LABELS, "necanimal": COIL_LABELS}  # necanimal classifies COIL-100
 VIDEO_LABELS = "labeled training videos"  # mnistrotated, cifar10scanned, videos
-
-Setting = tuple[tuple[str, str], ...]  # (key, value as JSON), sorted by key
-Key = tuple[str, str, str, Setting, str]  # dataset, method, ablation, setting, classifier
+CELLS = (
+    "Cells: mean ± sample std over seeds [95% confidence interval of the mean, Student's t]; "
+    "(k): only k of the row's runs have that budget."
+)
+COMPARED = (
+    "a - b in test accuracy points over the seeds both rows share: the mean difference "
+    "[95% confidence interval], the paired t-test's p and p_holm (Holm's adjustment over one "
+    "label budget and classifier)."
+)
+COMPARISON_COLUMNS = (
+    *("dataset", "labels", "classifier", "a", "b", "n", "difference"),
+    *("ci95_low", "ci95_high", "p", "p_holm", "verdict"),
+)
 
 
 @dataclass(frozen=True)
@@ -81,10 +96,17 @@ class Skipped:
 
 @dataclass
 class Row:
-    """Test accuracies of one row by label budget (one per run), and how many runs it holds."""
+    """One row's runs: (seed, test accuracy) of each by label budget, how many runs it holds,
+    and the config values they share (JSON text; what rows of two methods are matched by)."""
 
-    accuracies: dict[int, list[float]] = field(default_factory=dict)
+    runs: dict[int, list[tuple[str, float]]] = field(default_factory=dict)
     seeds: int = 0
+    config: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def accuracies(self) -> dict[int, list[float]]:
+        """Test accuracies by label budget, one per run."""
+        return {n: [accuracy for _, accuracy in runs] for n, runs in self.runs.items()}
 
 
 def ablation(config: dict[str, Any]) -> str:
@@ -147,9 +169,14 @@ def _json(config: dict[str, Any], key: str) -> str:
     return json.dumps(config[key], sort_keys=True) if key in config else UNSET
 
 
+def _setting_keys(config: dict[str, Any]) -> set[str]:
+    """The keys of `config` that may make a row's setting."""
+    return set(config) - set(NOT_RESULTS) - set(NOT_SETTING)
+
+
 def varying_keys(configs: list[dict[str, Any]]) -> list[str]:
     """The config keys whose values differ between `configs` and that make a row's setting."""
-    keys = set().union(*configs) - set(NOT_RESULTS) - set(NOT_SETTING)
+    keys = set().union(*map(_setting_keys, configs))
     return sorted(k for k in keys if len({_json(c, k) for c in configs}) > 1)
 
 
@@ -161,6 +188,12 @@ def _show(value: str) -> str:
 def setting_text(setting: Setting) -> str:
     """`epochs=3, train_size=3000`; '-' for none."""
     return ", ".join(f"{k}={_show(v)}" for k, v in setting) or "-"
+
+
+def row_name(key: Key) -> str:
+    """A row as plots and comparisons name it: `groupwtacnn nospatial epochs=3` (no classifier)."""
+    _, method, abl, setting, _ = key
+    return " ".join(filter(None, (method, abl, setting_text(setting) if setting else "")))
 
 
 def table(runs: list[Run]) -> dict[Key, Row]:
@@ -177,10 +210,12 @@ def table(runs: list[Run]) -> dict[Key, Row]:
             c = run.config
             setting = tuple((k, _json(c, k)) for k in keys)
             head = (dataset, c["method"], ablation(c), setting)
+            shared = {k: _json(c, k) for k in _setting_keys(c)}  # the same in all the row's runs
             for label in {label for label, _ in run.accuracies}:
                 rows[(*head, label)].seeds += 1
+                rows[(*head, label)].config = shared
             for (label, n), accuracy in run.accuracies.items():
-                rows[(*head, label)].accuracies.setdefault(n, []).append(accuracy)
+                rows[(*head, label)].runs.setdefault(n, []).append((_json(c, "seed"), accuracy))
     return dict(sorted(rows.items(), key=lambda item: _order(item[0])))
 
 
@@ -191,12 +226,14 @@ def _order(key: Key) -> tuple[Any, ...]:
 
 
 def _cell(values: list[float], seeds: int) -> str:
-    """Mean ± std in %, and how many runs when fewer than the row's seeds have the budget."""
+    """Mean ± std [95% CI] in %, and how many runs when fewer than the row's seeds have the
+    budget; one run: its accuracy alone."""
     if not values:
         return ""
-    text = f"{100 * float(np.mean(values)):.2f}"
-    if len(values) > 1:
-        text += f" ± {100 * float(np.std(values)):.2f}"
+    s = summarize(values)
+    text = f"{100 * s.mean:.2f}"
+    if s.std is not None and s.ci95 is not None:
+        text += f" ± {100 * s.std:.2f} [{100 * s.ci95[0]:.2f}, {100 * s.ci95[1]:.2f}]"
     return text if len(values) == seeds else f"{text} ({len(values)})"
 
 
@@ -204,22 +241,50 @@ def _md(text: str) -> str:
     return text.replace("|", "\\|")  # a table cell must not end at a '|' inside a value
 
 
-def markdown(rows: dict[Key, Row], skipped: Sequence[Skipped] = ()) -> str:
-    """One Markdown table per dataset, then the run folders that do not count."""
+def _table(rows: dict[Key, Row], dataset: str) -> str:
+    """`dataset`'s Markdown table: a line per row, a column per label budget."""
+    keys = [k for k in rows if k[0] == dataset]
+    budgets = sorted({n for k in keys for n in rows[k].runs})
+    columns = ["method", "ablation", "classifier", "setting", "seeds", *map(str, budgets)]
+    lines = [
+        f"### {dataset}: test accuracy (%)\n",
+        CELLS + "\n",
+        "| " + " | ".join(columns) + " |",
+        "|---|---|---|---|---|" + "---|" * len(budgets),
+    ]
+    for k in keys:
+        row = rows[k]
+        cells = [_cell(row.accuracies.get(n, []), row.seeds) for n in budgets]
+        head = [k[1], k[2] or "-", k[4], _md(setting_text(k[3])), str(row.seeds)]
+        lines.append("| " + " | ".join(head + cells) + " |")
+    return "\n".join(lines) + "\n\n"
+
+
+def comparison_line(c: Comparison) -> str:
+    """One comparison in report.md: labels, classifier, `a - b`, then the difference in points
+    with its 95% CI, p, Holm's p, the seeds paired and the verdict."""
+    r = c.result
+    head = f"- {c.labels} labels, {c.classifier}: {row_name(c.a)} - {row_name(c.b)}"
+    if r.difference is None or r.ci95 is None or r.p is None or c.p_holm is None:
+        return f"{head}: {c.verdict} ({r.n})"
+    lo, hi = r.ci95
+    return (
+        f"{head}: {r.difference:+.2f} points [{lo:+.2f}, {hi:+.2f}], p = {r.p:.3g}, "
+        f"p_holm = {c.p_holm:.3g}, {r.n} seeds: {c.verdict}"
+    )
+
+
+def markdown(
+    rows: dict[Key, Row], skipped: Sequence[Skipped] = (), comparisons: Sequence[Comparison] = ()
+) -> str:
+    """Per dataset a Markdown table and its comparisons, then the run folders that do not
+    count."""
     out = io.StringIO()
     for dataset in sorted({k[0] for k in rows}):
-        keys = [k for k in rows if k[0] == dataset]
-        budgets = sorted({n for k in keys for n in rows[k].accuracies})
-        out.write(f"### {dataset}: test accuracy (%)\n\n")
-        out.write("| method | ablation | classifier | setting | seeds | ")
-        out.write(" | ".join(map(str, budgets)) + " |\n")
-        out.write("|---|---|---|---|---|" + "---|" * len(budgets) + "\n")
-        for k in keys:
-            row = rows[k]
-            cells = [_cell(row.accuracies.get(n, []), row.seeds) for n in budgets]
-            head = [k[1], k[2] or "-", k[4], _md(setting_text(k[3])), str(row.seeds)]
-            out.write("| " + " | ".join(head + cells) + " |\n")
-        out.write("\n")
+        out.write(_table(rows, dataset))
+        lines = [comparison_line(c) for c in comparisons if c.dataset == dataset]
+        if lines:
+            out.write(f"### {dataset}: comparisons\n\n{COMPARED}\n\n" + "\n".join(lines) + "\n\n")
     if skipped:
         out.write("### Runs not counted\n\n| folder | status |\n|---|---|\n")
         for s in skipped:
@@ -228,17 +293,40 @@ def markdown(rows: dict[Key, Row], skipped: Sequence[Skipped] = ()) -> str:
     return out.getvalue()
 
 
+def _number(x: float | None, spec: str) -> str:
+    """`x` formatted by `spec` for a CSV cell; an empty cell for no number."""
+    return "" if x is None else format(x, spec)
+
+
 def csv_text(rows: dict[Key, Row]) -> str:
-    """report.csv: one line per cell, test accuracy as a fraction (`runs`: runs in the cell)."""
+    """report.csv: one line per cell, test accuracy as a fraction (`runs`: runs in the cell;
+    `std` (sample) and the 95% CI of the mean empty for one run)."""
     out = io.StringIO()
     w = csv.writer(out)
     header = ["dataset", "method", "ablation", "classifier", "n", "mean", "std", "runs"]
-    w.writerow([*header, "setting", "seeds"])
+    w.writerow([*header, "setting", "seeds", "ci95_low", "ci95_high"])
     for (dataset, method, abl, setting, label), row in rows.items():
         for n, v in sorted(row.accuracies.items()):
-            mean, std = f"{np.mean(v):.6f}", f"{np.std(v):.6f}"
-            text = setting_text(setting)
-            w.writerow([dataset, method, abl, label, n, mean, std, len(v), text, row.seeds])
+            s = summarize(v)
+            lo, hi = s.ci95 or (None, None)
+            numbers = [_number(x, ".6f") for x in (s.mean, s.std)]
+            head = [dataset, method, abl, label, n, *numbers, len(v), setting_text(setting)]
+            w.writerow([*head, row.seeds, _number(lo, ".6f"), _number(hi, ".6f")])
+    return out.getvalue()
+
+
+def comparisons_csv(comparisons: Sequence[Comparison]) -> str:
+    """comparisons.csv: one line per comparison (`difference` = a - b in points over the `n`
+    seeds both rows share); empty cells where there is no number."""
+    out = io.StringIO()
+    w = csv.writer(out)
+    w.writerow(COMPARISON_COLUMNS)
+    for c in comparisons:
+        r = c.result
+        lo, hi = r.ci95 or (None, None)
+        numbers = [_number(x, ".6g") for x in (r.difference, lo, hi, r.p, c.p_holm)]
+        names = [row_name(c.a), row_name(c.b)]
+        w.writerow([c.dataset, c.labels, c.classifier, *names, r.n, *numbers, c.verdict])
     return out.getvalue()
 
 
@@ -247,19 +335,20 @@ def x_label(dataset: str) -> str:
     return X_LABELS.get(dataset, VIDEO_LABELS)
 
 
-def curves(rows: dict[Key, Row], dataset: str) -> dict[str, dict[int, float]]:
-    """The accuracy plot's lines for `dataset`, in row order: name -> {budget: mean accuracy}."""
-    out = {}
-    for (ds, method, abl, setting, label), row in rows.items():
-        if ds == dataset:
-            shown = setting_text(setting) if setting else ""
-            name = " ".join(filter(None, (method, abl, label, shown)))
-            out[name] = {n: float(np.mean(v)) for n, v in row.accuracies.items()}
-    return out
+def curves(rows: dict[Key, Row], dataset: str) -> dict[str, dict[str, dict[int, Summary]]]:
+    """The accuracy plot's panels for `dataset`: classifier -> row name -> {budget: summary of
+    the test accuracies}, panels and lines in row order."""
+    out: dict[str, dict[str, dict[int, Summary]]] = defaultdict(dict)
+    for key, row in rows.items():
+        if key[0] == dataset:
+            budgets = sorted(row.accuracies.items())
+            out[key[4]][row_name(key)] = {n: summarize(v) for n, v in budgets}
+    return {label: out[label] for label in ROW_ORDER if label in out}
 
 
 def write_report(root: str | Path, out_dir: str | Path | None = None) -> Path:
-    """Collect the runs under `root`, write report.md, report.csv and the PNGs; returns the .md.
+    """Collect the runs under `root`, write report.md, report.csv, comparisons.csv and the
+    PNGs; returns the .md.
 
     The run folders that do not count are printed on stderr, one line each.
     """
@@ -276,46 +365,15 @@ def write_report(root: str | Path, out_dir: str | Path | None = None) -> Path:
         )
     out = Path(out_dir or root)
     out.mkdir(parents=True, exist_ok=True)
+    comparisons = compare(rows, ROW_ORDER)
     md = out / "report.md"
-    atomic_write_text(md, markdown(rows, skipped))
+    atomic_write_text(md, markdown(rows, skipped, comparisons))
     atomic_write_text(out / "report.csv", csv_text(rows))
+    atomic_write_text(out / "comparisons.csv", comparisons_csv(comparisons))
     for dataset in sorted({k[0] for k in rows}):
         path = out / f"accuracy_{dataset}.png"
         save_accuracy_curves(curves(rows, dataset), path, title=dataset, xlabel=x_label(dataset))
     return md
-
-
-def _run_cells(budget: dict[str, Any], probes: bool) -> list[str]:
-    """A budget's test accuracies (%) for `run_table`, '-' for what it lacks."""
-    values = [budget.get(s, {}).get("test", {}).get("accuracy") for s in CLASSIFIERS]
-    if probes:
-        values += [budget.get("probe", {}).get(p, {}).get("accuracy") for p in PROBES]
-    return ["-" if v is None else f"{100 * v:.1f}" for v in values]
-
-
-def run_table(result: dict[str, Any], budgets: list[int], folder: Path | str) -> str:
-    """One run's small table: test accuracy (%) per label budget, stacked and end-to-end
-    (and the linear probe and k-NN where the run has them), then its reconstruction losses."""
-    done = [b for n in budgets if (b := result.get("budgets", {}).get(str(n))) is not None]
-    probes = any("probe" in b for b in done)
-    names = ["stacked", "end-to-end", *(PROBES.values() if probes else ())]
-    widths = [9, 12, 13, 9][: len(names)]  # the stages' as before the probes
-    head = " ".join(f"{name:>{w}}" for name, w in zip(names, widths, strict=True))
-    lines = [f"test accuracy (%) of {folder}:", f"  labels {head}"]
-    for n in budgets:
-        b = result.get("budgets", {}).get(str(n))
-        if b is None:
-            continue
-        cells = _run_cells(b, probes)
-        lines.append(
-            f"  {n:>6} " + " ".join(f"{c:>{w}}" for c, w in zip(cells, widths, strict=True))
-        )
-    pre = result.get("pretrain") or {}
-    if "test_loss" in pre:
-        lines.append(
-            f"  reconstruction loss: train {pre['train_loss']:.4g}, test {pre['test_loss']:.4g}"
-        )
-    return "\n".join(lines)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -329,7 +387,8 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {e}", file=sys.stderr)
         return 2
     print(md.read_text(encoding="utf-8"), end="")
-    print(f"written: {md}, {md.with_suffix('.csv')} and accuracy_*.png", file=sys.stderr)
+    csvs = f"{md.with_suffix('.csv')}, {md.with_name('comparisons.csv')}"
+    print(f"written: {md}, {csvs} and accuracy_*.png", file=sys.stderr)
     return 0
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import io
 import os
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 import matplotlib
 
@@ -14,6 +15,9 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
 from ..data.files import atomic_write_bytes  # noqa: E402
+
+if TYPE_CHECKING:
+    from ..evaluation.statistics import Summary
 
 
 def _to_image(x: np.ndarray, lo: float | None = None, hi: float | None = None) -> np.ndarray:
@@ -92,29 +96,56 @@ def save_filters(weight: np.ndarray, path: str | os.PathLike, *, groups: int = 1
     _save(fig, path)
 
 
+def _curve(ax: plt.Axes, name: str, points: dict[int, Summary], color: Any) -> None:
+    """One row's test accuracy (%) against the labels, with its 95% band at the budgets where
+    it has one (n >= 2): none where no budget has."""
+    xs = sorted(points)
+    means = [100 * points[x].mean for x in xs]
+    ax.plot(xs, means, marker="o", color=color, label=name)
+    cis = [points[x].ci95 for x in xs]
+    if any(ci is not None for ci in cis):
+        low = [m if ci is None else 100 * ci[0] for m, ci in zip(means, cis, strict=True)]
+        high = [m if ci is None else 100 * ci[1] for m, ci in zip(means, cis, strict=True)]
+        has = [ci is not None for ci in cis]
+        ax.fill_between(xs, low, high, where=has, color=color, alpha=0.15, linewidth=0)
+
+
 def save_accuracy_curves(
-    curves: dict[str, dict[int, float]],
+    panels: dict[str, dict[str, dict[int, Summary]]],
     path: str | os.PathLike,
     *,
     title: str = "",
     xlabel: str = "number of labels",
 ) -> None:
-    """Test accuracy in % against the number of labels, one line per named curve, in order.
+    """Test accuracy in % against the number of labels: a panel per classifier, in order, and
+    in each a line per named row, with the 95% confidence band of its mean where it has one.
 
-    curves: name -> {number of labels: test accuracy as a fraction, as in result.json}.
+    panels: classifier -> row name -> {number of labels: summary of the test accuracies as
+    fractions, as in result.json}. A row has one color in every panel.
     """
-    fig, ax = plt.subplots(figsize=(6, 4))
-    for name, points in curves.items():
-        xs = sorted(points)
-        ax.plot(xs, [100 * points[x] for x in xs], marker="o", label=name)
-    budgets = sorted({x for points in curves.values() for x in points})
-    ax.set_xscale("log")
-    ax.set_xticks(budgets, [str(x) for x in budgets])  # the budgets, not powers of ten
-    ax.minorticks_off()
-    ax.set_xlabel(xlabel)
-    ax.set_ylabel("test accuracy (%)")
-    ax.set_title(title)
-    ax.grid(alpha=0.3)
-    # beside the axes: names with a setting are long and would hide the lines
-    ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1), borderaxespad=0)
+    names = list(dict.fromkeys(name for curves in panels.values() for name in curves))
+    colors = plt.get_cmap("tab10" if len(names) <= 10 else "tab20")
+    cols = min(2, len(panels))
+    rows = -(-len(panels) // cols)
+    fig, axes = plt.subplots(rows, cols, figsize=(5 * cols, 4 * rows), squeeze=False)
+    for ax, (classifier, curves) in zip(axes.flat, panels.items(), strict=False):
+        for name, points in curves.items():
+            _curve(ax, name, points, colors(names.index(name) % colors.N))
+        budgets = sorted({x for points in curves.values() for x in points})
+        ax.set_xscale("log")
+        ax.set_xticks(budgets, [str(x) for x in budgets])  # the budgets, not powers of ten
+        ax.minorticks_off()
+        ax.set_xlabel(xlabel)
+        ax.set_ylabel("test accuracy (%)")
+        ax.set_title(classifier)
+        ax.grid(alpha=0.3)
+    for ax in axes.flat[len(panels) :]:
+        ax.remove()
+    fig.suptitle(title)
+    fig.tight_layout()
+    # beside the panels: names with a setting are long and would hide the lines
+    handles = {h.get_label(): h for ax in fig.axes for h in ax.get_lines()}
+    fig.legend(
+        [handles[n] for n in names], names, fontsize=7, loc="upper left", bbox_to_anchor=(1.0, 1)
+    )
     _save(fig, path)
