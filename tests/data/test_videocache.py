@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import errno
+import hashlib
 import json
 import math
 import os
@@ -16,7 +17,7 @@ import numpy as np
 import pytest
 
 import gksparse
-from gksparse.data import DataError, DataWarning, load, mnistrotated
+from gksparse.data import DataError, DataWarning, checksums, load, mnistrotated
 from gksparse.data.paths import cache_limit
 from gksparse.data.videocache import CacheWriter, entry_dir, evict, list_entries, read_entry
 
@@ -80,6 +81,83 @@ def test_a_damaged_entry_is_generated_again(shared_mnist, isolated_cache):
     with pytest.warns(DataWarning, match="cached videos in .* are damaged"):
         again = load("mnistrotated", shared_mnist, train_size=8, test_size=4, progress=False)
     assert np.array_equal(again.train.videos, first)
+
+
+def small_mnist(root: Path):
+    """A small whitened Rotated MNIST entry: six arrays, memory-mapped and loaded ones."""
+    return load("mnistrotated", root, train_size=20, test_size=10, zca=True, progress=False)
+
+
+def overwrite_middle(file: Path, pattern: str) -> None:
+    """Overwrite up to 200 KB in the middle of the array data of `file` with 0x7f bytes
+    ('0x7f') or float32 1e-30 values ('1e-30'); the size stays the same."""
+    offset = np.load(file, mmap_mode="r").offset  # where the data starts, after the header
+    size = file.stat().st_size
+    n = min(200_000, size - offset) // 4 * 4
+    start = offset + (size - offset - n) // 8 * 4
+    bad = b"\x7f" * n if pattern == "0x7f" else np.full(n // 4, 1e-30, np.float32).tobytes()
+    before = file.read_bytes()
+    with open(file, "r+b") as f:
+        f.seek(start)
+        f.write(bad)
+    assert file.stat().st_size == size and file.read_bytes() != before
+
+
+@pytest.mark.parametrize("pattern", ["0x7f", "1e-30"])
+def test_a_same_size_change_of_any_array_is_caught_and_generated_again(
+    shared_mnist, isolated_cache, pattern
+):
+    small_mnist(shared_mnist)
+    (entry,) = (isolated_cache / "mnistrotated").iterdir()
+    clean = {name: np.array(a) for name, a in read_entry(entry)[0].items()}
+    assert len(clean) == 6  # videos, labels and the whitening, of the training and test sets
+    for name in clean:
+        overwrite_middle(entry / f"{name}.npy", pattern)
+        message = f"cached videos in .* are damaged \\({name}.npy does not match the checksum"
+        with pytest.warns(DataWarning, match=message):
+            data = small_mnist(shared_mnist)
+        again = read_entry(entry)[0]
+        assert again.keys() == clean.keys()
+        for other, array in clean.items():
+            np.testing.assert_array_equal(again[other], array, err_msg=f"{name}: {other}")
+        np.testing.assert_array_equal(data.train.videos, clean["train_videos"])
+        np.testing.assert_array_equal(data.test.labels, clean["test_labels"])
+        np.testing.assert_array_equal(data.zca.matrix, clean["zca_matrix"])
+
+
+def test_an_entry_without_checksums_is_generated_again(shared_mnist, isolated_cache):
+    first = np.array(small_mnist(shared_mnist).train.videos)
+    (entry,) = (isolated_cache / "mnistrotated").iterdir()
+    meta = json.loads((entry / "meta.json").read_text())
+    del meta["checksum"]  # as entries were written before they had checksums
+    for spec in meta["arrays"].values():
+        del spec["checksum"]
+    (entry / "meta.json").write_text(json.dumps(meta))
+    with pytest.warns(DataWarning, match="cached videos in .* have no checksums"):
+        again = small_mnist(shared_mnist)
+    assert np.array_equal(again.train.videos, first)
+    assert json.loads((entry / "meta.json").read_text())["checksum"] == checksums.SCHEME
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        small_mnist(shared_mnist)  # verified, and used as it is
+
+
+def test_a_checksum_depends_on_every_byte_not_on_the_threads(tmp_path, monkeypatch):
+    file = tmp_path / "x.bin"
+    data = bytearray(np.random.default_rng(0).bytes(10_000))
+    file.write_bytes(data)
+    digests = set()
+    for threads in (1, 3):
+        monkeypatch.setattr(checksums, "_MAX_THREADS", threads)
+        digests.add(checksums.file_checksum(file, chunk=1000))  # ten chunks
+    assert len(digests) == 1
+    assert checksums.file_checksum(file) != digests.pop()  # the chunk size is part of it
+    plain = checksums.file_checksum(file)
+    data[5_555] ^= 1
+    file.write_bytes(data)
+    assert checksums.file_checksum(file) != plain
+    file.write_bytes(b"")
+    assert checksums.file_checksum(file) == hashlib.sha256(b"0\n").hexdigest()
 
 
 def test_changed_dataset_files_are_noticed(shared_mnist, tmp_path, monkeypatch):

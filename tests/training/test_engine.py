@@ -13,6 +13,7 @@ from torch import nn
 
 from gksparse.data.containers import Videos
 from gksparse.model.video import masked_mse
+from gksparse.training import engine
 from gksparse.training.engine import (
     ClassificationLoss,
     Stage,
@@ -213,14 +214,60 @@ def test_nan_loss_raises_training_diverged(bad):
     assert model.w.requires_grad and not model.extra.requires_grad  # flags restored
 
 
-def test_nan_in_the_input_videos_is_blamed_on_the_data_not_the_learning_rate():
+# float32 from four 0x7f bytes, what a cache file overwritten with 0x7f holds: 3.4e38
+BYTES_7F = float(np.frombuffer(b"\x7f" * 4, np.float32)[0])
+
+
+@pytest.mark.parametrize(
+    ("bad", "named"),
+    [
+        (np.nan, r"the input batch holds 3 NaN values, so the data, not the training, is at"),
+        (np.inf, r"the input batch holds 3 infinite values, so"),
+        (BYTES_7F, r"holds 3 values up to 3\.4e\+38, far outside the data's range \(videos lie"),
+    ],
+    ids=["nan", "inf", "0x7f"],
+)
+def test_bad_input_videos_are_blamed_on_the_data_not_the_learning_rate(bad, named):
     model = small_model()
     videos = labeled()
-    videos.videos[2, 1, 0, 3, 3] = np.nan  # e.g. a whitening with a negative epsilon
+    videos.videos[2, 1, 0, 3, :3] = bad  # e.g. a damaged cache file, or a negative zca_epsilon
     stage = Stage("pretrain", model.trainable("pretrain"), pretrain_loss, 1, 6)
-    with pytest.raises(TrainingDiverged, match="the input videos hold NaN") as e:
+    with pytest.raises(TrainingDiverged, match=named) as e:
         fit(model, stage, videos, progress=False)
-    assert "learning rate" not in str(e.value)
+    message = str(e.value)
+    assert message.startswith("the pretrain loss became ")
+    assert message.endswith(
+        "check it or generate it again (remove the cached videos with "
+        "`python -m gksparse.cache clear`, and check zca_epsilon, which must be >= 0)."
+    )
+    assert "learning rate" not in message
+
+
+def test_bad_input_on_another_rank_is_named_on_every_rank(monkeypatch):
+    # Under a process group every rank sees the same non-finite global loss and gathers the
+    # counts of all shards: this rank's shard is clean, the other holds 2 NaN and 1e5.
+    monkeypatch.setattr(engine.distributed, "is_distributed", lambda: True)
+    monkeypatch.setattr(engine.distributed, "all_gather_object", lambda own: [own, (2, 0, 1, 1e5)])
+    batch = {"video": torch.full((2, 1, 1, 2, 2), 0.5), "mask": None, "label": None}
+    message = engine._diverged("finetune", math.nan, 3, 7, batch)
+    assert message.startswith(
+        "the finetune loss became nan at epoch 3, step 7: the input batch holds 2 NaN values "
+        "and 1 value up to 1e+05, far outside"
+    )
+
+
+@pytest.mark.parametrize("value", [1.0, -60.0], ids=["raw", "whitened"])
+def test_a_huge_learning_rate_on_clean_data_keeps_the_learning_rate_sentence(value):
+    # SGD on (w - v)^2 from w = 0 with lr 1e20: w = 2e20 v after step 1; step 2's loss
+    # (2e20 v - v)^2 overflows float32. Inputs of a few tens are whitened data, not damage.
+    model = Scalar()
+    stage = Stage("pretrain", [model.w], pull, 1, 2, optimizer="sgd", lr=1e20, momentum=0.0)
+    with pytest.raises(TrainingDiverged) as e:
+        fit(model, stage, constant_videos(value), progress=False)
+    assert str(e.value) == (
+        "the pretrain loss became inf at epoch 1, step 2; lower the learning rate, enable "
+        "clipping (clipnorm=1) or check the data."
+    )
 
 
 def test_stacked_stage_trains_only_the_head_and_restores_flags():

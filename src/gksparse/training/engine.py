@@ -152,15 +152,50 @@ def _rank_world() -> tuple[int, int]:
     return distributed.rank(), distributed.world_size()
 
 
+# The videos are float32 in [0, 1]; ZCA whitening maps a frame's deviation from the mean
+# (norm at most sqrt(D)) to a norm of at most sqrt(D / epsilon): 1.8e3 for 32x32x3 frames at
+# the default epsilon 1e-3, and a few tens in practice. An input beyond this bound is no
+# video of ours but damaged data, whatever the learning rate.
+INPUT_BOUND = 1e4
+
+
 def _diverged(stage: str, value: float, epoch: int, step: int, batch: Batch) -> str:
-    """Why a loss became NaN or infinite: the input itself, or the training."""
+    """Why a loss became NaN or infinite: the input batch itself (NaN, infinite or values
+    beyond `INPUT_BOUND`, counted over every rank's share), or else the training."""
     where = f"the {stage} loss became {value} at epoch {epoch}, step {step}"
-    if not bool(torch.isfinite(batch["video"]).all()):
+    faults = [_input_faults(batch["video"])]
+    if distributed.is_distributed():  # every rank is here: the loss is the global batch's
+        faults = distributed.all_gather_object(faults[0])
+    nan, inf, big = (sum(f[i] for f in faults) for i in range(3))
+    largest = max(f[3] for f in faults)
+    found = [f"{nan} NaN value{'s' * (nan != 1)}"] * (nan > 0)
+    found += [f"{inf} infinite value{'s' * (inf != 1)}"] * (inf > 0)
+    if big:
+        found.append(
+            f"{big} value{'s' * (big != 1)} up to {largest:.2g}, far outside the data's range "
+            "(videos lie in [0, 1], within a few tens once whitened)"
+        )
+    if found:
         return (
-            f"{where}: the input videos hold NaN or infinite values; check the data (and "
-            "zca_epsilon, which must be >= 0) and delete the video cache entry if it is damaged."
+            f"{where}: the input batch holds {' and '.join(found)}, so the data, not the "
+            "training, is at fault; check it or generate it again (remove the cached videos "
+            "with `python -m gksparse.cache clear`, and check zca_epsilon, which must be >= 0)."
         )
     return f"{where}; lower the learning rate, enable clipping (clipnorm=1) or check the data."
+
+
+def _input_faults(video: torch.Tensor) -> tuple[int, int, int, float]:
+    """The NaN count, infinite count, count of finite values beyond `INPUT_BOUND` and the
+    largest finite magnitude in `video`."""
+    video = video.detach()
+    finite = torch.isfinite(video)
+    size = video.abs().where(finite, torch.zeros((), dtype=video.dtype, device=video.device))
+    return (
+        int(torch.isnan(video).sum()),
+        int(torch.isinf(video).sum()),
+        int((size > INPUT_BOUND).sum()),
+        float(size.max()) if size.numel() else 0.0,
+    )
 
 
 # -- evaluation ---------------------------------------------------------------------------
