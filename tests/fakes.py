@@ -50,3 +50,14 @@ def write_nec(root: Path, bounds=((1, 5), (6, 13), (14, 16)), last_end: str | No
     lines.append(f"{a} {b if last_end is None else last_end}".strip())
     (folder / "seq_ref_clean.txt").write_text("\n".join(lines) + "\n", encoding="latin-1")
     return folder
+
+
+def add_dataset(monkeypatch, name: str, labeled: tuple[str, int, int] | None = None) -> None:
+    """Add dataset `name` to the one table of datasets (`gksparse.data.catalog`) for a test:
+    `labeled` is its (kind, training videos, classes), None: no labeled split of its own."""
+    from gksparse.data import catalog
+    from gksparse.data.facts import Facts
+
+    kind, pool, classes = labeled or (None, None, None)
+    facts = Facts(name, None, None, classes, kind, pool, whiten=False, generated=False)
+    monkeypatch.setitem(catalog.CATALOG, name, facts)

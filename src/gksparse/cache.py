@@ -15,7 +15,7 @@ import os
 import sys
 from pathlib import Path
 
-from .data import DATASETS
+from .data.catalog import generated
 from .data.paths import CACHE_LIMIT_ENV, DEFAULT_CACHE_LIMIT_GB, cache_limit, cache_root
 from .data.videocache import clear, describe, format_size, format_time, list_entries
 
@@ -91,10 +91,10 @@ def _list(cache: Path) -> None:
 
 
 def _clear(cache: Path, datasets: list[str]) -> None:
-    known = set(DATASETS) | {e.dataset for e in list_entries(cache)}
+    known = set(generated()) | {e.dataset for e in list_entries(cache)}
     for name in datasets:
         if name not in known:
-            raise _BadInput(f"unknown dataset {name!r}: choose from {', '.join(DATASETS)}")
+            raise _BadInput(f"unknown dataset {name!r}: choose from {', '.join(generated())}")
     removed = clear(cache, datasets or None)
     for e in removed:
         print(f"removed {e.dataset} {describe(e)} ({format_size(e.size)})")

@@ -3,7 +3,7 @@
     python -m gksparse.probe RUN_FOLDER [--budgets 300,600] [--data-dir DIR] [--device DEV]
     python -m gksparse.probe --pixels DATASET [--results DIR] [with <words>]
 
-The first adds a linear and a k-NN probe (`gksparse.evaluation.vectors`) of the frozen pretrained encoder
+The first adds a linear and a k-NN probe (`gksparse.evaluation.vectors`) of the frozen encoder
 to every finished label budget of a completed run (of any method, also one made before the
 probes existed): the data are rebuilt from the run's `config.json` as the protocol built
 them, `probe` is written into each budget of `result.json` and the metrics into

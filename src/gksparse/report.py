@@ -34,6 +34,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from .data.catalog import x_label
 from .data.files import atomic_write_text, natural_key
 from .evaluation.comparisons import Comparison, Key, Setting, compare
 from .evaluation.statistics import Summary, summarize
@@ -59,9 +60,6 @@ NOT_RESULTS = RUNTIME_KEYS
 # `probe` only adds rows: runs with and without it (older runs lack the key) average together.
 NOT_SETTING = ("seed", "num_labeled", "dataset", "method", "spatial", "lifetime", "probe")
 UNSET = "unset"  # a key missing from a run's config (no JSON text looks like this)
-COIL_LABELS = "training frames per object (COIL-100)"
-X_LABELS = {"coil100": COIL_LABELS, "necanimal": COIL_LABELS}  # necanimal classifies COIL-100
-VIDEO_LABELS = "labeled training videos"  # mnistrotated, cifar10scanned, videos
 CELLS = (
     "Cells: mean ± sample std over seeds [95% confidence interval of the mean, Student's t]; "
     "(k): only k of the row's runs have that budget."
@@ -328,11 +326,6 @@ def comparisons_csv(comparisons: Sequence[Comparison]) -> str:
         names = [row_name(c.a), row_name(c.b)]
         w.writerow([c.dataset, c.labels, c.classifier, *names, r.n, *numbers, c.verdict])
     return out.getvalue()
-
-
-def x_label(dataset: str) -> str:
-    """The accuracy plot's x axis: what one label of `dataset`'s budgets is."""
-    return X_LABELS.get(dataset, VIDEO_LABELS)
 
 
 def curves(rows: dict[Key, Row], dataset: str) -> dict[str, dict[str, dict[int, Summary]]]:

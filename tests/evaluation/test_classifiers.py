@@ -7,10 +7,10 @@ import math
 import numpy as np
 import pytest
 import torch
+from fakes import add_dataset
 from threadpoolctl import threadpool_limits
 
 import gksparse.data as datasets
-import gksparse.protocol.config as config_module
 from gksparse.data.containers import VideoData, Videos
 from gksparse.evaluation.classifiers import C_GRID, knn_probe, knn_votes, linear_probe, standardise
 from gksparse.protocol.pipeline import Protocol, ProtocolConfig, run_protocol
@@ -158,7 +158,7 @@ def tiny(monkeypatch):
     videos *= (0.3 + 0.3 * labels)[:, None, None, None, None].astype(np.float32)
     data = VideoData(Videos(videos, labels), Videos(videos[:30].copy(), labels[:30]), 3, "tiny")
     monkeypatch.setattr(datasets, "load", lambda name, **kw: data)
-    monkeypatch.setattr(config_module, "DATASETS", (*config_module.DATASETS, "tiny"))
+    add_dataset(monkeypatch, "tiny")
     return data
 
 

@@ -7,6 +7,7 @@ import json
 import numpy as np
 import pytest
 import torch
+from fakes import add_dataset
 
 import gksparse.data as datasets
 import gksparse.protocol.config as config_module
@@ -31,7 +32,7 @@ def tiny_data(seed: int = 0, n: int = 90, t: int = 4, classes: int = 3) -> Video
 def tiny(monkeypatch):
     data = tiny_data()
     monkeypatch.setattr(datasets, "load", lambda name, **kw: data)
-    monkeypatch.setattr(config_module, "DATASETS", (*config_module.DATASETS, "tiny"))
+    add_dataset(monkeypatch, "tiny")
     return data
 
 
@@ -303,7 +304,7 @@ def test_default_rules_keras_adam_global_clip_unweighted(tiny, tmp_path, monkeyp
 def test_vgg19_gets_unwhitened_frames(method, zca, want, tmp_path, monkeypatch):
     seen = []
     monkeypatch.setattr(datasets, "load", lambda name, **kw: seen.append(kw) or tiny_data())
-    monkeypatch.setattr(config_module, "DATASETS", (*config_module.DATASETS, "tiny"))
+    add_dataset(monkeypatch, "tiny")
     Protocol(config(method=method, zca=zca), tmp_path).load_data()
     assert seen[0]["zca"] is want  # None: the dataset's own choice
 
@@ -329,10 +330,8 @@ def test_transfer_runs_report_the_loss_on_the_classification_videos(tmp_path, mo
     monkeypatch.setattr(
         datasets, "load", lambda name, **kw: other if name == "tiny2" else tiny_data()
     )
-    monkeypatch.setattr(config_module, "DATASETS", (*config_module.DATASETS, "tiny"))
-    monkeypatch.setattr(
-        config_module, "LABELED", {**config_module.LABELED, "tiny2": ("random", 90, 3)}
-    )
+    add_dataset(monkeypatch, "tiny")
+    add_dataset(monkeypatch, "tiny2", ("random", 90, 3))
     result = run_protocol(config(classify_dataset="tiny2", num_labeled=[60]), tmp_path)
     pre = result["pretrain"]
     assert pre["tiny2_loss"] > 0 and pre["tiny2_loss"] != pre["train_loss"]
@@ -364,7 +363,7 @@ def test_budgets_of_a_folder_of_videos_are_checked_before_pretraining(tmp_path, 
     import gksparse.protocol.pipeline as protocol
 
     monkeypatch.setattr(datasets, "load", lambda name, **kw: tiny_data())
-    monkeypatch.setattr(config_module, "DATASETS", (*config_module.DATASETS, "tiny"))
+    add_dataset(monkeypatch, "tiny")
     monkeypatch.setattr(protocol, "fit", lambda *a, **k: pytest.fail("trained"))
     with pytest.raises(config_module.ConfigError, match="use budgets from 23 to 81"):
         run_protocol(config(num_labeled=[60, 85]), tmp_path)

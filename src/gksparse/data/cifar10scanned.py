@@ -17,6 +17,7 @@ from tqdm.auto import tqdm
 
 from .download import Checksum, check_local, fetch, safe_extract
 from .errors import DataError
+from .facts import Facts
 from .request import Request
 from .splits import subset_index
 from .videocache import CacheWriter
@@ -45,6 +46,9 @@ TEST_MD5 = {"test_batch": "40351d587109b95175f43aff81a1287e"}
 SIZE = 16
 STRIDE = 8
 NUM_CLASSES = 10
+NUM_TRAIN = 50000
+# 3 x 3 scan positions of a 16x16 window over a 32x32 image, stride 8
+FACTS = Facts(NAME, (3, SIZE, SIZE), 9, NUM_CLASSES, "random", NUM_TRAIN, WHITEN)
 CHUNK = 2000  # images per block
 
 

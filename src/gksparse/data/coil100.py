@@ -17,6 +17,7 @@ from PIL import Image, UnidentifiedImageError
 
 from .download import Checksum, check_local, fetch, safe_extract, warn_once
 from .errors import DataError
+from .facts import Facts
 from .parallel import fill
 from .request import Request
 from .splits import coil_split, subset_index
@@ -40,6 +41,17 @@ ARCHIVE_BYTES = 130688843
 NUM_OBJECTS = 100
 ANGLES = tuple(range(0, 360, 5))
 SIZE = 32
+FACTS = Facts(
+    NAME,
+    (3, SIZE, SIZE),
+    len(ANGLES),
+    NUM_OBJECTS,
+    "frames",
+    NUM_OBJECTS,
+    WHITEN,
+    fresh_head=True,
+    x_label="training frames per object (COIL-100)",
+)
 _PATTERN = re.compile(r"obj(\d+)__(\d+)\.png")
 _BILINEAR = getattr(Image, "Resampling", Image).BILINEAR
 

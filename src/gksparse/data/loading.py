@@ -5,12 +5,12 @@ from __future__ import annotations
 import hashlib
 import os
 from pathlib import Path
-from types import ModuleType
 from typing import Any
 
 import numpy as np
 
-from . import cifar10scanned, coil100, mnistrotated, necanimal, videos
+from . import videos
+from .catalog import MODULES, generated
 from .containers import VideoData, Videos
 from .errors import DataError
 from .paths import cache_limit, cache_root, data_root
@@ -18,10 +18,7 @@ from .request import Request
 from .videocache import CacheWriter, entry_dir, evict, mark_used, read_entry, remove_entry
 from .zca import ZCA, fit_zca
 
-_MODULES: dict[str, ModuleType] = {
-    m.NAME: m for m in (mnistrotated, cifar10scanned, coil100, necanimal)
-}
-DATASETS: tuple[str, ...] = tuple(_MODULES)
+DATASETS: tuple[str, ...] = generated()  # `load` also takes 'videos' (your own folder)
 
 
 def _own_videos(
@@ -85,15 +82,15 @@ def load(
     if name == videos.NAME:
         sizes = dict(train_size=train_size, test_size=test_size, seed=seed, progress=progress)
         return _own_videos(data_dir, zca, zca_epsilon, cache_dir, **sizes, **options)
-    if name not in _MODULES:
-        raise ValueError(f"unknown dataset {name!r}: choose one of {', '.join(DATASETS)}")
+    if name not in generated():
+        raise ValueError(f"unknown dataset {name!r}: choose one of {', '.join(generated())}")
     if options:
         raise ValueError(f"{name} takes no options {sorted(options)}: they are for 'videos'.")
     for what, size in (("train_size", train_size), ("test_size", test_size)):
         if size is not None and size < 1:
             raise ValueError(f"{what} must be at least 1 (or None for all videos), got {size}")
     limit = cache_limit(cache_limit_gb)  # refused before any download or generation
-    module = _MODULES[name]
+    module = MODULES[name]
     whiten = (module.WHITEN and zca_epsilon is not None) if zca is None else bool(zca)
     if whiten and zca_epsilon is None:
         raise ValueError("zca=True needs a zca_epsilon (the reference's default is 1e-3)")

@@ -19,6 +19,7 @@ from PIL import Image
 
 from .download import Checksum, digest_bytes, fetch, warn_once
 from .errors import DataError
+from .facts import Facts
 from .parallel import fill
 from .request import Request
 from .splits import subset_index
@@ -44,6 +45,7 @@ FRAMES = 36
 SIZE = 14
 NUM_CLASSES = 10
 NUM_TRAIN, NUM_TEST = 60000, 10000
+FACTS = Facts(NAME, (1, SIZE, SIZE), FRAMES, NUM_CLASSES, "random", NUM_TRAIN, WHITEN)
 CHUNK = 250  # videos per task
 _BILINEAR = getattr(Image, "Resampling", Image).BILINEAR
 

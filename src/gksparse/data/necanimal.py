@@ -18,6 +18,7 @@ import numpy as np
 
 from .coil100 import read_object
 from .errors import DataError
+from .facts import Facts
 from .parallel import fill
 from .request import Request
 from .splits import subset_index
@@ -32,6 +33,8 @@ INDEX = "seq_ref_clean.txt"
 FRAMES = "img_clean"
 HEADER_LINES = 4
 SIZE = 32
+# Pretraining videos only: it classifies COIL-100's labeled split (METHOD.md section 6).
+FACTS = Facts(NAME, (3, SIZE, SIZE), None, None, None, None, WHITEN, True, classify="coil100")
 _FRAME = re.compile(r"img(\d+)\.jpg")
 
 

@@ -12,11 +12,14 @@ import numpy as np
 
 from .containers import VideoData
 from .errors import DataError
+from .facts import Facts
 from .seeds import SubsetPart, subset_rng
 from .splits import subset_index
 
 NAME = "videos"
 WHITEN = True  # whitened by default, as COIL-100
+# Shape, frames, classes and labeled sets are known once the folder is read.
+FACTS = Facts(NAME, None, None, None, None, None, WHITEN, fresh_head=True, generated=False)
 
 
 def load_folder(

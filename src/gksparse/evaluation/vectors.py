@@ -1,4 +1,5 @@
-"""The probes (`gksparse.evaluation.classifiers`) on the vectors of one label budget's labeled split.
+"""The probes (`gksparse.evaluation.classifiers`) on the vectors of one label budget's
+labeled split.
 
 A video's vector is what `gksparse.features` gives and the stacked head reads, averaged over
 the video's real frames: the 2x2-max-pooled, flattened encoder maps (`encode_vectors`), or for
@@ -103,7 +104,7 @@ def probe_budget(
     log_fn: LogFn,
     device: torch.device | None = None,
 ) -> dict[str, dict[str, Any]]:
-    """Both probes of budget `n`: `{"linear": ..., "knn": ...}` (see `gksparse.evaluation.classifiers`).
+    """Both probes of budget `n`: `{"linear": ..., "knn": ...}` (`gksparse.evaluation.classifiers`).
 
     vectors: the training, validation and test `(N_split, D)` vectors; splits: the labeled
     `Videos` they come from (their labels). seed: the run's seed (sklearn's follows from it

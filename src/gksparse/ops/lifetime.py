@@ -109,9 +109,7 @@ def _global_topk(flat: torch.Tensor, k: int) -> torch.Tensor:
     top = flat.topk(kk, dim=0).values  # (kk, R), largest first
     if kk < k:
         top = torch.cat([top, top.new_full((k - kk, r), -torch.inf)])
-    parts = [
-        torch.empty(k, r, dtype=flat.dtype, device=comm_device()) for _ in range(world_size())
-    ]
+    parts = [torch.empty(k, r, dtype=flat.dtype, device=comm_device()) for _ in range(world_size())]
     dist.all_gather(parts, top.to(comm_device()))
     gathered = torch.stack(parts).to(flat.device)  # (W, k, R): every rank's top k
     threshold = gathered.flatten(0, 1).topk(k, dim=0).values[-1]  # (R,): the k-th largest
@@ -145,17 +143,17 @@ def sparse_code(
     sparsity: str,
     steps: Steps,
     groups: int = 1,
-    channel_dim: int = 2,
     *,
     global_batch: bool = False,
     fast: bool = True,
 ) -> torch.Tensor:
-    """The winner-take-all code of `x`: `sparse_chain` of the sparsity kind ('none', 'plain'
-    or 'group'), ranked over the global batch where `global_batch` and a process group is
-    active, else over this process's `x`. Shapes as `sparse_chain`; 'none' returns `x`."""
+    """The winner-take-all code of a video code `x` `(N, T, C, H, W)` (groups of channels at
+    dim 2): `sparse_chain` of the sparsity kind ('none', 'plain' or 'group'), ranked over the
+    global batch where `global_batch` and a process group is active, else over this
+    process's `x`; `fast` as `topk_mask`'s. Returns `x`'s shape; 'none' returns `x`."""
     if sparsity == "none":
         return x
     if sparsity not in SPARSITY:
         raise ValueError(f"unknown sparsity {sparsity!r}; use none, {', '.join(SPARSITY)}.")
     topk = global_topk(fast) if global_batch and is_distributed() else None
-    return sparse_chain(x, sparsity, steps, groups, channel_dim, topk=topk, fast=fast)
+    return sparse_chain(x, sparsity, steps, groups, 2, topk=topk, fast=fast)

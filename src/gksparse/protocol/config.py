@@ -14,19 +14,11 @@ import math
 from dataclasses import MISSING, dataclass, field, fields
 from typing import Any
 
-from ..data import mnistrotated
+from ..data.catalog import CATALOG, classified
 from ..data.splits import check_budget
 from ..model.methods import METHODS, get_method
 
-DATASETS = ("mnistrotated", "cifar10scanned", "coil100", "necanimal", "videos")
-# The labeled split of each dataset that has one: (kind, training videos, classes).
-LABELED = {
-    "mnistrotated": ("random", mnistrotated.NUM_TRAIN, mnistrotated.NUM_CLASSES),
-    "cifar10scanned": ("random", 50000, 10),
-    "coil100": ("frames", 100, 100),
-}
-# The reference rebuilt the classifier per label budget only for these (METHOD.md 5.2).
-FRESH_HEAD_DATASETS = ("coil100", "necanimal", "videos")
+DATASETS = tuple(CATALOG)  # the one table of datasets: gksparse.data.catalog (read at checks)
 CLASS_WEIGHTS = ("none", "balanced")
 ADAMS = ("keras", "torch")
 
@@ -87,7 +79,10 @@ class ProtocolConfig:
     feature_cache_gb: float = 2.0  # stacked stage: cache encoder features up to this size
     probe: bool = True  # per budget, a linear and a k-NN probe of the frozen features
     vgg_weights: str | None = "IMAGENET1K_V1"
-    progress: bool = True
+    # True: progress bars always; False: no output of training at all; None: one line per
+    # epoch, under bars only on a terminal ($GKSPARSE_PROGRESS=bars|lines decides when set)
+    progress: bool | None = None
+    tensorboard: bool = True  # TensorBoard event files in the run folder (the extra's package)
     data_options: dict[str, Any] = field(default_factory=dict)  # more options of the loader
     # Under torchrun: lifetime sparsity over the whole global batch (True), or over each
     # process's shard (False: the per-process behaviour of the original code).
@@ -122,11 +117,6 @@ def defaults() -> dict[str, Any]:
     return out
 
 
-def classified(dataset: str, classify_dataset: str | None = None) -> str:
-    """The dataset whose labeled split a run classifies: NEC Animal's is COIL-100."""
-    return classify_dataset or ("coil100" if dataset == "necanimal" else dataset)
-
-
 def rules(method: str, dataset: str, classify_dataset: str | None = None) -> dict[str, Any]:
     """The reference's choices for a method and dataset (METHOD.md 5.1, 5.2), by key:
     `clipnorm` (the method's Keras clipnorm, 0: off), `carry_head` (whether the head and
@@ -136,7 +126,7 @@ def rules(method: str, dataset: str, classify_dataset: str | None = None) -> dic
     target = classified(dataset, classify_dataset)
     return {
         "clipnorm": float(m.clipnorm) if m else 0.0,
-        "carry_head": target not in FRESH_HEAD_DATASETS,
+        "carry_head": not CATALOG[target].fresh_head if target in CATALOG else True,
         "zca": None if m is None or m.whiten else False,
         "classify_dataset": target,
     }
@@ -151,6 +141,7 @@ RUNTIME_KEYS = (
     "results_dir",
     "device",
     "progress",
+    "tensorboard",
     "pictures",
     "eval_batch_size",
     "feature_cache_gb",
@@ -213,11 +204,11 @@ def _choice(cfg: ProtocolConfig, key: str, choices: tuple[str, ...]) -> None:
 
 def check(cfg: ProtocolConfig) -> None:
     """Raise a `ConfigError` for the first key of `cfg` whose value cannot work."""
-    _choice(cfg, "dataset", DATASETS)
+    _choice(cfg, "dataset", tuple(CATALOG))
     if cfg.method not in METHODS:
         _fail("method", cfg.method, f"use one of {', '.join(METHODS)}")
     if cfg.classify_dataset not in (None, cfg.dataset):
-        _choice(cfg, "classify_dataset", tuple(LABELED))
+        _choice(cfg, "classify_dataset", tuple(n for n, f in CATALOG.items() if f.labeled))
     if not _is_int(cfg.seed):
         _fail("seed", cfg.seed, "use a whole number")
     for key in ("batch_size", "filters", "groups", "epochs", "eval_batch_size"):
@@ -239,9 +230,9 @@ def check(cfg: ProtocolConfig) -> None:
     _number(cfg, "clipnorm", 0, strict=False, optional=True)
     _number(cfg, "zca_epsilon", 0, strict=False, optional=True)
     _number(cfg, "feature_cache_gb", 0, strict=False)
-    for key in ("spatial", "lifetime", "autocast", "progress", "global_lifetime", "probe"):
+    for key in ("spatial", "lifetime", "autocast", "tensorboard", "global_lifetime", "probe"):
         _flag(cfg, key)
-    for key in ("zca", "carry_head"):
+    for key in ("zca", "carry_head", "progress"):
         _flag(cfg, key, optional=True)
     if cfg.zca and cfg.zca_epsilon is None:
         _fail("zca_epsilon", None, "zca=True needs a number >= 0 (the reference's is 1e-3)")
@@ -263,9 +254,10 @@ def _check_budgets(cfg: ProtocolConfig) -> None:
     if len(set(budgets)) != len(budgets):
         _fail("num_labeled", budgets, "use each budget once")
     name = classified(cfg.dataset, cfg.classify_dataset)
-    if name not in LABELED:  # your own videos: checked once the folder is read
+    f = CATALOG.get(name)
+    if f is None or not f.labeled:  # your own videos: checked once the folder is read
         return
-    split, videos, classes = LABELED[name]
+    split, videos, classes = f.labeled, f.labeled_pool, f.classes
     if split == "random" and cfg.train_size is not None:
         videos = min(videos, cfg.train_size)
     for n in budgets:

@@ -21,6 +21,12 @@ ABLATIONS: dict[str, dict[str, Any]] = {
     "nolifetime": {"lifetime": False},
 }
 SIZES = ("small", "smoke")
+# `small` of the short-video datasets: fewer videos and epochs than the paper, so ten times
+# its learning rate (end-to-end too: lr / 10) and 10 classifier epochs; with the paper's the
+# few hundred pretraining steps barely start (the decoder filters stay noise).
+_TEN_TIMES = {"lr": 1e-3, "classifier_epochs": 10}
+_SHORT_VIDEOS = {"batch_size": 30, "epochs": 50}  # the paper's for Rotated MNIST and CIFAR-10
+_SMOKE = {"train_size": 240, "test_size": 60, "epochs": 1, "num_labeled": [200], "pictures": 2}
 
 
 @dataclass(frozen=True)
@@ -35,107 +41,55 @@ class Preset:
     folder_options: tuple[str, ...] = field(default=())
 
 
+def _shapes(filters: int, enc_kernel: int, dec_kernel: int, groups: int) -> dict[str, int]:
+    """The encoder's filters and kernel size, the decoder's kernel size, the WTA groups."""
+    return {
+        "filters": filters,
+        "enc_kernel": enc_kernel,
+        "dec_kernel": dec_kernel,
+        "groups": groups,
+    }
+
+
+def _subset(train_size: int, test_size: int, epochs: int) -> dict[str, int | float]:
+    """`small` of a short-video dataset: a subset of the videos, few epochs, `_TEN_TIMES`."""
+    return {"train_size": train_size, "test_size": test_size, "epochs": epochs, **_TEN_TIMES}
+
+
+MNIST_BUDGETS = [300, 600, 1000, 2000, 5000, 10000, 54000]  # the paper's label budgets
+CIFAR_BUDGETS = [300, 600, 1000, 2000, 5000, 10000, 45000]
+
+# The COIL-100 protocol (NEC Animal is classified on COIL-100 too): 10-video batches, budgets
+# of training frames per object.
+_COIL = {"batch_size": 10, **_shapes(128, 5, 7, 32), "num_labeled": [2, 4, 8, 16, 32]}
+_COIL_SMALL = {
+    "epochs": 3,
+    "classifier_epochs": 20,
+    "num_labeled": [4, 16],
+    **_shapes(64, 5, 7, 16),
+}
+_COIL_SMOKE = {"epochs": 1, "num_labeled": [4], "pictures": 2, **_shapes(16, 5, 7, 4)}
+
 PRESETS: dict[str, Preset] = {
     "mnistrotated": Preset(
-        paper={
-            "batch_size": 30,
-            "filters": 64,
-            "enc_kernel": 3,
-            "dec_kernel": 11,
-            "groups": 16,
-            "epochs": 50,
-            "num_labeled": [300, 600, 1000, 2000, 5000, 10000, 54000],
-        },
+        paper={**_SHORT_VIDEOS, **_shapes(64, 3, 11, 16), "num_labeled": MNIST_BUDGETS},
         # The whole protocol for one CNN method in about 8 minutes on a 2-core CPU; same
-        # shapes. Fewer videos and epochs than the paper, so ten times its learning rates:
-        # with the paper's the 300 pretraining steps barely start (decoder filters stay noise).
-        small={
-            "train_size": 3000,
-            "test_size": 1000,
-            "epochs": 3,
-            "lr": 1e-3,
-            "finetune_lr": 1e-4,
-            "classifier_epochs": 10,
-            "num_labeled": [300, 600],
-        },
-        smoke={
-            "train_size": 240,
-            "test_size": 60,
-            "epochs": 1,
-            "num_labeled": [200],
-            "pictures": 2,
-        },
+        # shapes; 300 pretraining steps.
+        small={**_subset(3000, 1000, epochs=3), "num_labeled": [300, 600]},
+        smoke=_SMOKE,
     ),
     "cifar10scanned": Preset(
-        paper={
-            "batch_size": 30,
-            "filters": 256,
-            "enc_kernel": 5,
-            "dec_kernel": 7,
-            "groups": 64,
-            "epochs": 50,
-            "num_labeled": [300, 600, 1000, 2000, 5000, 10000, 45000],
-        },
+        paper={**_SHORT_VIDEOS, **_shapes(256, 5, 7, 64), "num_labeled": CIFAR_BUDGETS},
         # The whole protocol for one CNN method in about 10 minutes on a 2-core CPU; same
-        # shapes. As mnistrotated's small: 100 pretraining steps, so ten times the paper's
-        # learning rates.
-        small={
-            "train_size": 1500,
-            "test_size": 500,
-            "epochs": 2,
-            "lr": 1e-3,
-            "finetune_lr": 1e-4,
-            "classifier_epochs": 10,
-            "num_labeled": [300],
-        },
-        smoke={
-            "train_size": 240,
-            "test_size": 60,
-            "epochs": 1,
-            "num_labeled": [200],
-            "pictures": 2,
-            "filters": 32,
-            "groups": 8,
-        },
+        # shapes; 100 pretraining steps.
+        small={**_subset(1500, 500, epochs=2), "num_labeled": [300]},
+        smoke={**_SMOKE, "filters": 32, "groups": 8},
     ),
-    "coil100": Preset(
-        paper={
-            "batch_size": 10,
-            "filters": 128,
-            "enc_kernel": 5,
-            "dec_kernel": 7,
-            "groups": 32,
-            "epochs": 200,
-            "num_labeled": [2, 4, 8, 16, 32],  # training frames per object
-        },
-        small={
-            "epochs": 3,
-            "classifier_epochs": 20,
-            "num_labeled": [4, 16],
-            "filters": 64,
-            "groups": 16,
-        },
-        smoke={"epochs": 1, "num_labeled": [4], "pictures": 2, "filters": 16, "groups": 4},
-    ),
+    "coil100": Preset(paper={**_COIL, "epochs": 200}, small=_COIL_SMALL, smoke=_COIL_SMOKE),
     "necanimal": Preset(
-        paper={
-            "classify_dataset": "coil100",
-            "batch_size": 10,
-            "filters": 128,
-            "enc_kernel": 5,
-            "dec_kernel": 7,
-            "groups": 32,
-            "epochs": 300,
-            "num_labeled": [2, 4, 8, 16, 32],  # COIL-100 training frames per object
-        },
-        small={
-            "epochs": 3,
-            "classifier_epochs": 20,
-            "num_labeled": [4, 16],
-            "filters": 64,
-            "groups": 16,
-        },
-        smoke={"epochs": 1, "num_labeled": [4], "pictures": 2, "filters": 16, "groups": 4},
+        paper={"classify_dataset": "coil100", **_COIL, "epochs": 300},
+        small=_COIL_SMALL,
+        smoke=_COIL_SMOKE,
     ),
     "videos": Preset(
         paper={
@@ -151,10 +105,7 @@ PRESETS: dict[str, Preset] = {
             "workers": 0,  # DataLoader processes that decode the videos
             "cache_dir": None,  # clips as memory maps there, for folders too large for memory
             "batch_size": 10,
-            "filters": 128,
-            "enc_kernel": 5,
-            "dec_kernel": 7,
-            "groups": 32,
+            **_shapes(128, 5, 7, 32),
             "epochs": 50,
             # Labeled-set sizes: each needs n + round(0.1111 n) training videos and
             # n >= classes; empty: pretraining only.
