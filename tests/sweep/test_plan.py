@@ -9,7 +9,8 @@ from pathlib import Path
 import pytest
 from sweeps import CELL, CONFIG, make_run
 
-from gksparse.sweep import plan
+from gksparse.protocol import commandline
+from gksparse.sweep import grid, plan
 
 
 def test_same_settings_ignores_runtime_keys_and_reads_missing_keys_as_defaults():
@@ -90,3 +91,31 @@ def test_a_cell_locked_by_another_process_is_busy(tmp_path):
     finally:
         holder.communicate("")
     assert plan.decide(CELL, CONFIG, tmp_path).action == plan.RUN
+
+
+def _config(*words: str) -> dict:
+    """The whole config of `python -m gksparse.run mnistrotated with groupwtacnn seed=1 <words>`."""
+    answer = commandline.resolve("mnistrotated", [["groupwtacnn", "seed=1", *words]])[0]
+    return answer["config"]
+
+
+def test_a_varied_cell_finds_the_runs_made_with_its_words_after_with(tmp_path):
+    done = make_run(tmp_path, 1, "COMPLETED", **_config("smoke", "epochs=30"))
+    make_run(tmp_path, 2, "COMPLETED", **_config("smoke", "epochs=3"))
+    failed = make_run(tmp_path, 3, "FAILED", **_config("smoke", "epochs=10"))
+    vary = grid.parse_vary(["epochs=30,10,20"])
+    cells = grid.cells(["mnistrotated"], ["groupwtacnn"], ["none"], [1], ["smoke"], vary)
+    plans = plan.plan(cells, plan.resolve(cells, tmp_path), tmp_path)
+    assert [(p.cell.label, p.action, p.folder) for p in plans] == [
+        ("mnistrotated groupwtacnn seed=1 epochs=30", plan.SKIP, done),
+        ("mnistrotated groupwtacnn seed=1 epochs=10", plan.RESUME, failed),
+        ("mnistrotated groupwtacnn seed=1 epochs=20", plan.RUN, None),
+    ]
+    # the lock follows the varied value: a run of epochs=30 does not lock out epochs=10
+    assert plan.lock_path(tmp_path, cells[0]).name.endswith("-seed1-epochs=30.lock")
+    lock = plan.CellLock(tmp_path, cells[0])
+    assert lock.acquire()
+    try:
+        assert plan.decide(cells[1], plans[1].config, tmp_path).action == plan.RESUME
+    finally:
+        lock.release()

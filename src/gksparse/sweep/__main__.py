@@ -1,8 +1,9 @@
 """python -m gksparse.sweep DATASET... [options] [with <settings of every cell>]
 
-Runs the grid datasets x methods x ablations x seeds, each cell one ordinary run of
-`python -m gksparse.run <dataset>` into the results folder, then writes its report. Rerun the same
-command to finish a grid: completed cells are skipped, failed or interrupted ones resumed.
+Runs the grid datasets x methods x ablations x seeds (x the values of each `--vary KEY=V1,V2`),
+each cell one ordinary run of `python -m gksparse.run <dataset>` into the results folder, then
+writes its report. Rerun the same command to finish a grid: completed cells are skipped, failed
+or interrupted ones resumed.
 """
 
 from __future__ import annotations
@@ -31,6 +32,14 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--methods", default="all", help="comma-separated, or all (default)")
     p.add_argument("--ablations", default="none", help="of none,nospatial,nolifetime")
     p.add_argument("--seeds", default="1", help="comma-separated whole numbers (default 1)")
+    p.add_argument(
+        "--vary",
+        action="append",
+        default=[],
+        metavar="KEY=V1,V2",
+        help="one more axis: every cell once with each KEY=V (any config key; repeatable; "
+        "commas inside brackets or quotes stay, e.g. num_labeled=[300],[300,600])",
+    )
     p.add_argument("--results", default="results", help="the results folder (default results)")
     p.add_argument("--workers", type=int, help="cells at once here (default: one per core/GPU)")
     p.add_argument("--dry-run", action="store_true", help="list the cells and what would happen")
@@ -88,8 +97,9 @@ def _cells(args: argparse.Namespace, words: list[str]) -> list[grid.Cell]:
     try:
         seeds = grid.parse_seeds(args.seeds)
         ablations = grid.parse_names(args.ablations, grid.ABLATIONS, "ablations")
+        vary = grid.parse_vary(args.vary)
         methods = grid.parse_methods(args.methods, say=print)
-        return grid.cells(args.datasets, methods, ablations, seeds, words)
+        return grid.cells(args.datasets, methods, ablations, seeds, words, vary)
     except grid.GridError as e:
         _fail(str(e))
     raise AssertionError  # unreachable
@@ -141,7 +151,9 @@ def main(argv: list[str] | None = None) -> int:
     results = Path(args.results)
     print(f"checking the settings of {len(cells)} cells ...", flush=True)
     try:
-        plans = plan(cells, resolve(cells, results), results)
+        configs = resolve(cells, results)
+        grid.check_distinct(cells, configs)
+        plans = plan(cells, configs, results)
     except grid.GridError as e:
         _fail(str(e))
     if args.dry_run:
