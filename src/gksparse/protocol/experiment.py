@@ -12,6 +12,10 @@ resume planning `gksparse.protocol.rundir`. This module connects them to sacred:
 - a bad setting, a damaged record or a failed stage is one sentence and exit code 2; a
   failed run keeps that sentence in `run.json` and `cout.txt`; Ctrl-C prints where the run
   is and the command that resumes it;
+- progress bars only where they fit: sacred's capture puts a pipe between the run and the
+  terminal, so whether stderr is a terminal is decided before it starts
+  (`$GKSPARSE_PROGRESS`, see `train.show_bars`); the run writes TensorBoard event files
+  into its folder (`gksparse.protocol.tensorboard`) unless `tensorboard=False`;
 - `resolve` gives the whole config a command line would run with, in this process (the
   sweep and `gksparse.probe --pixels` ask it), running nothing.
 
@@ -23,6 +27,7 @@ and write nothing.
 from __future__ import annotations
 
 import logging
+import os
 import sys
 import textwrap
 import warnings
@@ -43,6 +48,7 @@ from .. import __version__  # noqa: E402
 from ..data import files  # noqa: E402
 from ..model.methods import METHODS  # noqa: E402
 from ..training import distributed, runtime  # noqa: E402
+from ..training.engine import PROGRESS_ENV  # noqa: E402
 from .config import ConfigError, ProtocolConfig, defaults, rules  # noqa: E402
 from .observer import RunObserver  # noqa: E402
 from .pipeline import run_protocol  # noqa: E402
@@ -80,6 +86,9 @@ Main options (key=value after `with`; print_config lists them all):
   class_weight=none|balanced   unweighted as the reference trained, or balanced
   carry_head=True|False    carry the head and optimizers over between label budgets
   zca=True|False           ZCA whitening (default: the dataset's; never for vgg19)
+  progress=True|False      progress bars always | no training output (default: a line per
+                           epoch, bars only on a terminal)
+  tensorboard=False        no TensorBoard event files in the run folder
 """
 
 
@@ -150,6 +159,8 @@ class GkExperiment(Experiment):
     ):
         updates = dict(config_updates or {})
         main_run = (command_name or self.default_command) == "run"
+        if main_run:  # sacred's capture hides the terminal from the run: decide here
+            os.environ.setdefault(PROGRESS_ENV, "bars" if sys.stderr.isatty() else "lines")
         if main_run and updates.get("resume") and distributed.env_rank() == 0:
             # the other ranks of torchrun get rank 0's merged config in `run`
             merged = resume_config(self.path, updates, list(named_configs), self.launch)

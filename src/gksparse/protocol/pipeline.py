@@ -5,6 +5,8 @@ metrics through a callback. What each stage trains is in `gksparse.protocol.stag
 resumes from its folder, finished stages and pretraining epochs are not redone. After the
 classifier stages of a budget, unless `probe=False`, a linear and a k-NN probe of the frozen
 pretrained encoder (`gksparse.evaluation.vectors`) add `probe` to the budget's result.
+Unless `tensorboard=False`, the metrics and pictures also go into TensorBoard event files in
+the run folder (`gksparse.protocol.tensorboard`).
 
 Under torchrun every rank runs the protocol with the same config: training and evaluation
 are split over the ranks (`train.fit`, `train.evaluate`), seeds and labeled splits follow
@@ -33,12 +35,13 @@ from ..evaluation.encodings import FeatureHead, encode_features, fits_in_cache
 from ..model.methods import get_method
 from ..model.video import ModelConfig, VideoModel, build_model
 from ..training import distributed, runtime
-from ..training.engine import Stage, evaluate, fit
+from ..training.engine import Stage, evaluate, fit, show_bars
 from ..training.losses import ClassificationLoss, pretrain_loss
 from . import stages
 from .config import ConfigError, ProtocolConfig
 from .rundir.folder import RunFolder
 from .rundir.records import FILTERS, RECONSTRUCTIONS
+from .tensorboard import Board
 from .trained import zca_to_extra
 
 __all__ = ["ConfigError", "Protocol", "ProtocolConfig", "load_data", "run_protocol"]
@@ -51,7 +54,8 @@ class Protocol:
     """Runs the protocol for one `ProtocolConfig` into `run_dir`, resuming what is there.
 
     Under torchrun, joins the process group (`distributed.setup`) if the caller has not;
-    only rank 0 writes files, calls `log_fn` and shows progress.
+    only rank 0 writes files, calls `log_fn` and shows progress. `cfg.progress`: see
+    `train.fit` (None: one line per epoch, bars only on a terminal).
     """
 
     def __init__(
@@ -65,8 +69,11 @@ class Protocol:
         distributed.check_global_batch(cfg.batch_size)
         self.folder = RunFolder(run_dir)
         self.folder.hold()  # one writer per run folder
-        self.log_fn = (log_fn if self.main else None) or (lambda name, value, step: None)
-        self.progress = cfg.progress and self.main
+        self.board = Board(self.folder.path if self.main and cfg.tensorboard else None)
+        log_fn = (log_fn if self.main else None) or (lambda name, value, step: None)
+        self.log_fn = self.board.tee(log_fn)
+        self.progress = show_bars(cfg.progress) and self.main  # progress bars
+        self.lines = cfg.progress is not False and self.main  # lines of what is done
         self.method = get_method(cfg.method)
         # allocator, channels-last; bf16 autocast only on request (the reference was fp32)
         self.settings = runtime.configure(self.device, autocast=cfg.autocast)
@@ -87,6 +94,7 @@ class Protocol:
             for key, value in rec.items():
                 if key != "epoch":
                     self.log_fn(f"{prefix}.{key}", value, rec["epoch"])
+        self.board.flush()  # each epoch on disk: a killed run keeps its curves
 
     def _eval_options(self, batch_size: int) -> dict[str, Any]:
         return dict(
@@ -140,6 +148,7 @@ class Protocol:
         if model.decoder is not None:
             summary.update(self._reconstruction_losses(model, pre, cls, summary.get("epochs", 0)))
             self.save_pictures(model, pre)
+            self.board.pictures(summary.get("epochs", 0))
         self.folder.save_model(model, extra=zca_to_extra(pre.zca))
         self.result["pretrain"] = summary
         self.save_result()
@@ -156,7 +165,7 @@ class Protocol:
             device=self.device,
             use_autocast=self.use_autocast,
             generator=stages.shuffling(self.cfg),
-            progress=self.progress,
+            progress=self.cfg.progress,
             on_epoch=lambda e, r: self._log_history("pretrain", [r]),
             resume=self.folder.read_pretrain_state(stage.params),
             save_state=self.folder.save_pretrain_state,
@@ -178,7 +187,7 @@ class Protocol:
             losses[f"{name}_loss"] = loss
             self.log_fn(f"pretrain.{name}_loss", loss, step)
         self.log_fn("pretrain.evaluate_seconds", time.perf_counter() - started, step)
-        if self.progress:
+        if self.lines:
             said = ", ".join(f"{name} {losses[f'{name}_loss']:.4g}" for name, _ in parts)
             tqdm.write(f"reconstruction loss: {said}")
         return losses
@@ -243,7 +252,6 @@ class Protocol:
                 optimizer.load_state_dict(carried[name])
             history = self._train_classifier(model, stage, optimizer, n, train, val)
             states[name] = optimizer.state_dict()
-            self._log_history(f"n{n}.{name}", history)
             out[name] = {"epochs": len(history)}
             out[name].update(self._test(model, plain, n, name, len(history), train, val, test))
             extra = {"n": n, "stage": name}
@@ -269,9 +277,10 @@ class Protocol:
             use_autocast=self.use_autocast,
             generator=stages.shuffling(self.cfg, n, stage.name),
             eval_batch_size=self.cfg.eval_batch_size,
-            progress=self.progress,
+            progress=self.cfg.progress,
             optimizer=optimizer,
             desc=label,
+            on_epoch=lambda e, r: self._log_history(f"n{n}.{stage.name}", [r]),
         )
         if stage.name != "stacked" or not self.can_cache_features(train, val, model):
             return fit(model, stage, train, val, **kw)
@@ -309,15 +318,16 @@ class Protocol:
             for key, value in out[split].items():
                 self.log_fn(f"n{n}.{name}.{split}_{key}", value, epochs)
         self.log_fn(f"n{n}.{name}.evaluate_seconds", time.perf_counter() - started, epochs)
-        if self.progress:
+        if self.lines:
             accuracy = 100 * out["test"]["accuracy"]
             tqdm.write(f"{label}: test accuracy {accuracy:.1f}% after {epochs} epochs")
         return out
 
     # -- probes ----------------------------------------------------------------------------
     def probe(self, cls: VideoData, n: int) -> dict[str, Any]:
-        """A linear and a k-NN probe (`gksparse.evaluation.vectors`) of the frozen pretrained encoder's
-        vectors of budget `n`'s labeled split, encoded once; `{"linear": ..., "knn": ...}`.
+        """A linear and a k-NN probe (`gksparse.evaluation.vectors`) of the frozen
+        pretrained encoder's vectors of budget `n`'s labeled split, encoded once;
+        `{"linear": ..., "knn": ...}`.
 
         Draws from no stream of the other stages: torch's random state is left as it was.
         """
@@ -340,7 +350,7 @@ class Protocol:
                 device=self.device,
             )
         self.log_fn(f"n{n}.probe.seconds", time.perf_counter() - started, 0)
-        if self.progress:
+        if self.lines:
             for line in vectors.probe_lines(out, n):
                 tqdm.write(line)
         return out
@@ -351,13 +361,23 @@ class Protocol:
 
     # -- the whole protocol --------------------------------------------------------------
     def run(self) -> dict[str, Any]:
-        """Pretrain, then stacked + end-to-end for every label budget; returns the result."""
+        """Pretrain, then stacked + end-to-end for every label budget; returns the result
+        (and writes it, with the settings, into the event files' hparams)."""
+        try:
+            self._run()
+            self.board.hparams(self.cfg.to_dict(), self.result)
+            return self.result
+        finally:
+            self.board.close()
+
+    def _run(self) -> None:
+        """The stages of `run`, each writing into `self.result`."""
         pre, cls = self.load_data()
         self.check_budgets(cls)
         self.pretrain(pre, cls, self.model_config(pre, cls))
         if cls.split == "none" and self.cfg.num_labeled:
             log.warning("%s has no labels: pretraining only", cls.name)
-            return self.result
+            return
         previous = None
         for n in self.cfg.num_labeled:
             budget = self.result["budgets"].get(str(n))
@@ -369,8 +389,8 @@ class Protocol:
             if self.cfg.probe and "probe" not in budget:  # also for budgets done before
                 budget["probe"] = self.probe(cls, n)
                 self.save_result()
+            self.board.flush()
             previous = n
-        return self.result
 
     def check_budgets(self, cls: VideoData) -> None:
         """Refuse label budgets that the labeled split cannot serve, before any training

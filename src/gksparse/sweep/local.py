@@ -2,7 +2,8 @@
 
 Each worker runs one cell at a time (`cell.run_cell`) with `cores // workers` torch threads,
 and on a machine with GPUs one GPU of its own (CUDA_VISIBLE_DEVICES). A line as each cell
-starts and ends, and one progress bar over the cells with an ETA. Ctrl-C or SIGTERM stops
+starts and ends, and, on a terminal (`train.show_bars`: $GKSPARSE_PROGRESS=bars|lines
+forces either), one progress bar over the cells with an ETA. Ctrl-C or SIGTERM stops
 the running cells cleanly (each is recorded INTERRUPTED, resumable) and starts no more; a
 second Ctrl-C kills them.
 """
@@ -20,6 +21,7 @@ from pathlib import Path
 
 from tqdm.auto import tqdm
 
+from ..training.engine import show_bars
 from . import cell as cells
 from .cell import Job, Outcome
 from .plan import Plan
@@ -91,7 +93,9 @@ def run_local(
     slots: queue.Queue[int] = queue.Queue()
     for slot in range(workers):
         slots.put(slot)
-    bar = tqdm(total=len(todo), unit="cell", desc="sweep", dynamic_ncols=True)
+    bar = tqdm(
+        total=len(todo), unit="cell", desc="sweep", dynamic_ncols=True, disable=not show_bars()
+    )
 
     def work(i: int) -> None:
         plan = plans[i]

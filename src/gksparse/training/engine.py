@@ -2,7 +2,8 @@
 
 What differs between the three is passed in as a `Stage` (which parameters train, the
 optimizer and the loss); `fit` is the loop over epochs of `train_step`, with validation,
-early stopping (`EarlyStopping`), progress bars and the state that lets an interrupted
+early stopping (`EarlyStopping`), its output (`show_bars`: progress bars on a terminal, one
+line per epoch anywhere) and the state that lets an interrupted
 stage continue exactly (`TrainingState`).
 
 Under torchrun (a process group of more than one process, see `gksparse.training.distributed`),
@@ -17,6 +18,8 @@ process's noise).
 from __future__ import annotations
 
 import math
+import os
+import sys
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager, nullcontext
@@ -60,8 +63,22 @@ __all__ = [
     "evaluate",
     "fit",
     "pretrain_loss",
+    "show_bars",
     "train_step",
 ]
+PROGRESS_ENV = "GKSPARSE_PROGRESS"  # 'bars' or 'lines': what progress=None shows
+
+
+def show_bars(progress: bool | None = None) -> bool:
+    """Whether progress bars redraw: `progress` True forces them, False hides them; None
+    follows $GKSPARSE_PROGRESS ('bars' or 'lines') when set, else whether stderr (where the
+    bars go) is a terminal: a file or a pipe gets no redraws, only the epoch lines."""
+    if progress is not None:
+        return bool(progress)
+    mode = os.environ.get(PROGRESS_ENV, "").strip().lower()
+    if mode in ("bars", "lines"):
+        return mode == "bars"
+    return sys.stderr.isatty()
 
 
 class TrainingDiverged(RuntimeError):
@@ -317,7 +334,7 @@ def fit(
     use_autocast: bool = False,
     generator: torch.Generator | None = None,
     eval_batch_size: int | None = None,
-    progress: bool = True,
+    progress: bool | None = None,
     on_epoch: Callable[[int, dict[str, float]], None] | None = None,
     resume: dict | None = None,
     save_state: Callable[[dict], None] | None = None,
@@ -331,8 +348,9 @@ def fit(
 
     `optimizer`: one made by `stage.make_optimizer()` and perhaps loaded with an earlier
     state (the reference carries classifier optimizers over between label budgets); after
-    `fit` it holds the final state. None: a fresh one. With `progress`, every epoch leaves
-    one line (`desc`, default the stage's name, its losses and time) under transient bars.
+    `fit` it holds the final state. None: a fresh one. Unless `progress` is False, every
+    epoch leaves one line (`desc`, default the stage's name, its losses and time), under
+    transient bars when `show_bars(progress)` (True: always; None: on a terminal).
 
     With `stage.patience` and `val`, stops when the validation loss has not improved for
     `patience` epochs and restores the trained parameters of the best epoch (`EarlyStopping`).
@@ -364,7 +382,8 @@ def fit(
         else:
             state = TrainingState.restore(resume, stage, optimizer, generator)
         distributed.share_shuffling(generator, state.own_rng)
-        show = progress and distributed.is_main()
+        main = distributed.is_main()
+        lines, bars = progress is not False and main, show_bars(progress) and main
         epochs = _Epochs(
             model,
             stage,
@@ -373,7 +392,7 @@ def fit(
             generator,
             device,
             use_autocast,
-            show,
+            bars,
             desc or stage.name,
         )
         try:
@@ -396,7 +415,7 @@ def fit(
                     record.update({f"val_{key}": value for key, value in scores.items()})
                 record["seconds"] = time.perf_counter() - started
                 state.history.append(record)
-                if show:
+                if lines:
                     tqdm.write(epoch_line(epochs.desc, record, stage.epochs))
                 state.stopping.update(record, stage.params)
                 if on_epoch is not None:
