@@ -1,5 +1,6 @@
-"""Every command of the README, as a new user pastes it: each ```bash block runs as a bash
-script, in order, in a checkout laid out as a fresh clone beside `../shared`.
+"""Every command of the README and of the docs pages (`docs/*.md`, in the README's order), as
+a new user pastes it: each ```bash block runs as a bash script, in order, in a checkout laid
+out as a fresh clone beside `../shared`.
 
 What cannot run here is named, not silently dropped: the install lines (the test runs in the
 installed environment), `python -m pytest` (this is it) and the torchrun commands for GPUs
@@ -23,11 +24,22 @@ REPO = Path(__file__).resolve().parents[1]
 SHARED = Path(os.environ.get("GKSPARSE_DATA") or REPO.parent / "shared" / "data").parent
 LONG = re.compile(
     r"^(python|torchrun .*?) (experiments/(mnistrotated|cifar10scanned|coil100|necanimal)\.py|"
-    r"bench/protocol_time\.py)"
+    r"-m gksparse\.run (mnistrotated|cifar10scanned|coil100|necanimal)|bench/protocol_time\.py)"
 )
 NOT_HERE = ("--nproc_per_node=4", "--nnodes=2")  # GPUs / several machines
 
 pytestmark = pytest.mark.slow
+
+
+def pages() -> list[Path]:
+    """The README, then the docs pages in the order its Documentation list gives them."""
+    readme = (REPO / "README.md").read_text()
+    return [REPO / "README.md", *(REPO / p for p in re.findall(r"\]\((docs/[\w-]+\.md)\)", readme))]
+
+
+def test_the_docs_list_names_every_page():
+    listed = {p.name for p in pages()[1:]}
+    assert listed == {p.name for p in (REPO / "docs").glob("*.md")} and len(listed) >= 8
 
 
 def bash_blocks(text: str) -> list[str]:
@@ -62,7 +74,7 @@ def as_run_here(block: str) -> tuple[str, list[str]]:
 
 
 def test_the_readme_blocks_are_runnable_as_written_or_say_why_not():
-    blocks = bash_blocks((REPO / "README.md").read_text())
+    blocks = [b for page in pages() for b in bash_blocks(page.read_text())]
     assert len(blocks) >= 6
     left_out = [why for block in blocks for why in as_run_here(block)[1]]
     # exactly what cannot run here; any other command of the README runs below
@@ -85,7 +97,8 @@ def test_every_readme_command_runs_in_a_fresh_checkout(tmp_path):
     env = {k: v for k, v in os.environ.items() if not k.startswith("GKSPARSE_")}
     env.update(PATH=f"{bin_dir}:{env['PATH']}", GKSPARSE_CACHE=str(tmp_path / "cache"))
     env["OMP_NUM_THREADS"] = env.get("OMP_NUM_THREADS", "2")
-    for i, block in enumerate(bash_blocks((REPO / "README.md").read_text())):
+    blocks = [(page.name, b) for page in pages() for b in bash_blocks(page.read_text())]
+    for i, (page, block) in enumerate(blocks):
         script, _ = as_run_here(block)
         if not script.strip():
             continue
@@ -97,6 +110,6 @@ def test_every_readme_command_runs_in_a_fresh_checkout(tmp_path):
             text=True,
             timeout=1200,
         )
-        assert p.returncode == 0, f"README block {i}:\n{script}\n{p.stderr[-3000:]}"
-        assert "Traceback" not in p.stderr, f"README block {i}:\n{p.stderr[-3000:]}"
+        assert p.returncode == 0, f"{page} block {i}:\n{script}\n{p.stderr[-3000:]}"
+        assert "Traceback" not in p.stderr, f"{page} block {i}:\n{p.stderr[-3000:]}"
     assert (main / "results" / "mnistrotated" / "1" / "result.json").is_file()

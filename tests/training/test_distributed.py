@@ -45,7 +45,7 @@ from gksparse.training.engine import (
 )
 
 CPU = torch.device("cpu")
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 
 
 # -- running a function on 2 ranks ---------------------------------------------------------
@@ -405,7 +405,7 @@ def env(tmp_path):
 
 @pytest.mark.slow
 def test_smoke_protocol_under_torchrun_on_two_processes(tmp_path, env):
-    from test_experiments import SHARED, check_run_folder
+    from runs import SHARED, check_run_folder
 
     args = ["groupwtacnn", "smoke", "seed=5", f"data_dir={SHARED}", "progress=False"]
     two = run_torchrun(*args, f"results_dir={tmp_path / 'two'}", env=env)
@@ -437,7 +437,7 @@ def test_smoke_protocol_under_torchrun_on_two_processes(tmp_path, env):
 
 @pytest.mark.slow
 def test_killed_torchrun_run_resumes_to_the_same_result(tmp_path, env):
-    from test_experiments import (
+    from runs import (
         SHARED,
         check_run_folder,
         check_same_result,
