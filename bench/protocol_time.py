@@ -12,43 +12,37 @@ upper bound for them. The last line is `projected protocol: X min`.
     python bench/protocol_time.py mnistrotated groupwtacrnn             # paper sizes
     python bench/protocol_time.py mnistrotated groupwtacrnn small       # named configs too
     python bench/protocol_time.py mnistrotated groupwtacnn train_size=3000 device=cpu
+    python bench/protocol_time.py mnistrotated groupwtacnn --device cuda   # = device=cuda
+
+The first line names the device and which arithmetic was measured: `autocast=True (bf16:
+native)`, `autocast=True (bf16: emulated (slower than fp32 here))` or `autocast=False
+(float32; ...)` (`gksparse.training.runtime.native_bf16`).
 """
 
 from __future__ import annotations
 
 import argparse
-import importlib
-import sys
 import tempfile
 import time
 from collections import defaultdict
-from pathlib import Path
 from typing import Any
 
 import torch
 
+from gksparse.protocol.commandline import resolve
 from gksparse.protocol.pipeline import Protocol, ProtocolConfig
-
-EXPERIMENTS = Path(__file__).resolve().parent.parent / "experiments"
+from gksparse.training.runtime import bf16_case
 
 
 def experiment_config(dataset: str, words: list[str]) -> dict[str, Any]:
-    """The full config `python experiments/<dataset>.py with <words>` would run with."""
-    sys.path.insert(0, str(EXPERIMENTS))
+    """The full config `python -m gksparse.run <dataset> with <words>` would run with."""
     try:
-        ex = importlib.import_module(dataset).ex
-    except ModuleNotFoundError:
-        scripts = EXPERIMENTS.glob("*.py")
-        names = sorted(p.stem for p in scripts if p.stem not in ("common", "records"))
-        message = f"error: no experiment {dataset!r}; choose one of {', '.join(names)}."
-        raise SystemExit(message) from None
-    ex.observers.clear()  # a query, not a run: no run folder
-    from common import resolve_config
-
-    try:
-        return resolve_config(ex, words)
-    except ValueError as e:
+        (out,) = resolve(dataset, [words])
+    except ValueError as e:  # an unknown dataset
         raise SystemExit(f"error: {e}") from None
+    if "error" in out:
+        raise SystemExit(f"error: {out['error']}")
+    return out["config"]
 
 
 def project(
@@ -81,7 +75,12 @@ def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("dataset", help="an experiment: mnistrotated, cifar10scanned, ...")
     parser.add_argument("words", nargs="*", help="method, named configs, key=value")
-    args = parser.parse_args(argv)
+    parser.add_argument("--device", help="cpu, cuda or cuda:N (the same as device=...)")
+    args = parser.parse_intermixed_args(argv)
+    if args.device is not None:
+        if any(w.startswith("device=") for w in args.words):
+            raise SystemExit("error: give the device once, as --device or as device=..., not both.")
+        args.words.append(f"device={args.device}")
     cfg = experiment_config(args.dataset, args.words)
     measured = {**cfg, "epochs": 1, "classifier_epochs": 1, "pictures": 0, "progress": False}
     logged: dict[str, dict[int, float]] = defaultdict(dict)
@@ -100,9 +99,12 @@ def main(argv: list[str] | None = None) -> None:
             raise SystemExit(f"error: {e}") from None
     device = protocol.device
     name = torch.cuda.get_device_name(device) if device.type == "cuda" else "CPU"
+    bf16 = f"bf16: {bf16_case(device)}"
+    if not protocol.use_autocast:
+        bf16 = f"float32; {bf16} here"
     print(
         f"{cfg['dataset']} {cfg['method']} on {device} ({name}), torch {torch.__version__}, "
-        f"autocast={protocol.use_autocast}, threads={torch.get_num_threads()}; "
+        f"autocast={protocol.use_autocast} ({bf16}), threads={torch.get_num_threads()}; "
         f"data {data_seconds:.1f} s (not projected)"
     )
     print(f"{'stage':<18}{'videos':>8}{'epoch':>10}{'videos/s':>10}{'epochs':>8}{'projected':>11}")

@@ -34,6 +34,9 @@ head, SGD with momentum, clipped for the CRNN). The last line is
     python bench/train_step.py --quick    # mnistrotated CNN only, a first look
     python bench/train_step.py --levers   # each lever of `a fast` turned off in turn
     python bench/train_step.py --device cuda   # the same on a GPU (times after a sync)
+
+The second line says which bf16 `a fast` measured: `native` (AVX512_BF16 or AMX, a GPU of
+compute capability 8.0+) or `emulated (slower than fp32 here)` (`runtime.native_bf16`).
 """
 
 from __future__ import annotations
@@ -52,11 +55,11 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from gksparse import runtime
 from gksparse.model.layers import FrameConv2d
 from gksparse.model.recurrence import ConvMinimalRNN2d, StateConv
 from gksparse.model.video import ModelConfig, VideoModel, build_model
 from gksparse.ops.fftconv import conv2d_same, use_fft
+from gksparse.training import runtime
 from gksparse.training.engine import ClassificationLoss, Stage, StageLoss, pretrain_loss, train_step
 
 DEVICE = torch.device("cpu")  # `--device`
@@ -568,6 +571,7 @@ def main(argv: list[str] | None = None) -> None:
         bench_fast_only(configs[0], methods[0], settings, args.repeats or configs[0].repeats)
         return
     print(f"torch {torch.__version__}; {runtime.describe(settings)}")
+    print(f"bf16 ('a fast', autocast): {runtime.bf16_case(DEVICE)}", flush=True)
     start = time.perf_counter()
     if args.levers:
         for c in configs:

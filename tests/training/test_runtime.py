@@ -33,3 +33,52 @@ def test_allocator_setting_is_glibc_only():
     )
     assert not runtime.configure("cpu", allocator=False).allocator
     assert runtime.release_freed_memory() == runtime.keep_freed_memory()
+
+
+def fake_cpu(monkeypatch, arch: str = "x86_64", **features: bool) -> None:
+    """Make torch report a CPU of `arch` with (only) `features`; the slow-bf16 line unsaid."""
+    caps = {"architecture": arch, **features}
+    monkeypatch.setattr(torch.cpu, "get_capabilities", lambda: caps)
+    monkeypatch.setattr(runtime, "_said_slow_bf16", False)
+    monkeypatch.delenv("RANK", raising=False)
+
+
+def slow_lines(err: str) -> list[str]:
+    return [line for line in err.splitlines() if runtime.SLOW_BF16 in line]
+
+
+def test_bf16_autocast_on_a_cpu_without_native_bf16_is_said_once(monkeypatch, capsys):
+    fake_cpu(monkeypatch, avx512_f=True, avx512_bf16=False, amx_bf16=False)
+    assert not runtime.native_bf16("cpu")
+    assert runtime.bf16_case("cpu") == "emulated (slower than fp32 here)"
+    runtime.configure("cpu", allocator=False)  # fp32: nothing to say
+    assert slow_lines(capsys.readouterr().err) == []
+    runtime.configure("cpu", autocast=True, allocator=False)
+    runtime.configure("cpu", fast_cpu=True, allocator=False)  # once per process
+    err = capsys.readouterr().err
+    assert slow_lines(err) == [f"gksparse: {runtime.SLOW_BF16}"]
+    assert "autocast=False is faster here" in err
+
+
+def test_bf16_autocast_on_a_cpu_with_native_bf16_says_nothing(monkeypatch, capsys):
+    for features in ({"avx512_bf16": True}, {"amx_bf16": True}):
+        fake_cpu(monkeypatch, **features)
+        assert runtime.native_bf16("cpu")
+        assert runtime.bf16_case("cpu") == "native"
+        assert runtime.configure("cpu", autocast=True, allocator=False).autocast
+    fake_cpu(monkeypatch, "arm64", bf16=True)  # an Arm CPU with the BF16 extension
+    assert runtime.native_bf16("cpu")
+    assert slow_lines(capsys.readouterr().err) == []
+
+
+def test_the_slow_bf16_line_is_for_cpus_only(monkeypatch, capsys):
+    fake_cpu(monkeypatch)
+    runtime._say_slow_bf16(torch.device("cuda"))  # CUDA: not this line's business
+    runtime._say_slow_bf16(torch.device("meta"))
+    assert slow_lines(capsys.readouterr().err) == []
+    monkeypatch.setenv("RANK", "1")  # under torchrun rank 0 alone says it
+    runtime._say_slow_bf16(torch.device("cpu"))
+    assert slow_lines(capsys.readouterr().err) == []
+    assert runtime.native_bf16("meta")
+    monkeypatch.setattr(torch.cpu, "get_capabilities", dict)  # torch tells nothing: no line
+    assert runtime.native_bf16("cpu")

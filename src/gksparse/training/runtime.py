@@ -14,7 +14,9 @@ What each setting does and what it gave on the fast step (`bench/train_step.py -
   this CPU): the reference trained in float32, and bf16 changes the arithmetic. Losses are
   computed and reported in fp32 either way; first gradients differ from fp32 by a few
   percent of their largest entry, as with plain autocast. TF32 stays PyTorch's default
-  (on for cuDNN convolutions, off for matrix products).
+  (on for cuDNN convolutions, off for matrix products). It pays only where the hardware
+  computes bf16 (`native_bf16`): on a CPU without avx512_bf16 or AMX PyTorch emulates it and
+  autocast is slower than float32, which `configure` says once per process on stderr.
 - channels_last: the per-frame convolutions in NHWC layout, oneDNN's fastest, for models
   whose convolutions all run direct (mnistrotated's 3 x 3: 1.1-1.16x); FFT convolutions
   read NCHW frames, so such models stay NCHW.
@@ -40,6 +42,15 @@ from ..model.layers import uses_fft
 # glibc's mallopt parameters (malloc.h)
 _M_TRIM_THRESHOLD, _M_MMAP_MAX = -1, -4
 _NEVER_TRIM = 2**31 - 1  # mallopt takes an int
+
+# CPU features (`torch.cpu.get_capabilities()` keys) with bf16 arithmetic in hardware:
+# x86's AVX512_BF16 and AMX-BF16 (oneDNN's bf16 kernels), Arm's BF16 extension (NEON, SVE)
+BF16_FEATURES = ("avx512_bf16", "amx_bf16", "bf16", "sve_bf16")
+SLOW_BF16 = (
+    "bf16 autocast will be slower than float32 on this CPU (no avx512_bf16 or AMX: PyTorch "
+    "emulates bf16); autocast=False is faster here."
+)
+_said_slow_bf16 = False  # SLOW_BF16 is said once per process
 
 
 @dataclass(frozen=True)
@@ -100,6 +111,52 @@ def default_device() -> torch.device:
     return torch.device("cuda" if torch.cuda.is_available() else "cpu")
 
 
+def _cpu_capabilities() -> dict:
+    """This CPU's features as PyTorch detected them (`torch.cpu.get_capabilities`, torch
+    2.9+; before it, the few that `torch.cpu` answers); empty where torch says nothing."""
+    get = getattr(torch.cpu, "get_capabilities", None)
+    if get is not None:
+        return dict(get())
+    older = {"avx512_bf16": "_is_avx512_bf16_supported", "amx_bf16": "_is_amx_tile_supported"}
+    return {key: getattr(torch.cpu, fn)() for key, fn in older.items() if hasattr(torch.cpu, fn)}
+
+
+def native_bf16(device: str | torch.device | None = None) -> bool:
+    """Whether `device` computes bf16 in hardware, so that bf16 autocast pays there.
+
+    CPU: one of `BF16_FEATURES` (AVX512_BF16 or AMX on x86, BF16 on Arm); without them
+    PyTorch emulates bf16 and autocast is slower than float32. A CPU whose features torch
+    cannot tell counts as native (nothing to say). CUDA: compute capability 8.0 (Ampere) or
+    newer. Other devices: True. None: `default_device()`.
+    """
+    device = default_device() if device is None else torch.device(device)
+    if device.type == "cuda":
+        return torch.cuda.get_device_capability(device) >= (8, 0)
+    if device.type != "cpu":
+        return True
+    caps = _cpu_capabilities()
+    if not caps:
+        return True
+    return any(bool(caps.get(key)) for key in BF16_FEATURES)
+
+
+def bf16_case(device: str | torch.device | None = None) -> str:
+    """Which bf16 a run with autocast on `device` gets, for benchmark lines: 'native' or
+    'emulated (slower than fp32 here)'."""
+    return "native" if native_bf16(device) else "emulated (slower than fp32 here)"
+
+
+def _say_slow_bf16(device: torch.device) -> None:
+    """Say `SLOW_BF16` on stderr, once per process (rank 0 only under torchrun), when bf16
+    autocast was asked for on a CPU without native bf16."""
+    global _said_slow_bf16
+    if _said_slow_bf16 or device.type != "cpu" or native_bf16(device):
+        return
+    _said_slow_bf16 = True
+    if os.environ.get("RANK", "0") == "0":
+        print(f"gksparse: {SLOW_BF16}", file=sys.stderr)
+
+
 def configure(
     device: str | torch.device | None = None,
     fast_cpu: bool = False,
@@ -114,6 +171,8 @@ def configure(
     fast_cpu: use bf16 autocast (results differ from fp32 within bf16 rounding); the
               benchmarks' fast settings.
     autocast: bf16 autocast on or off; None: off (float32, as the reference) unless `fast_cpu`.
+              On a CPU without native bf16 (`native_bf16`) it is slower than float32:
+              said once per process on stderr.
     threads:  torch intra-op threads; None: leave torch's default (one per core).
     allocator: on the CPU, `keep_freed_memory()` (False: leave glibc's malloc as it is).
     """
@@ -126,6 +185,8 @@ def configure(
     allocator = keep_freed_memory() if cpu and allocator else False
     if autocast is None:
         autocast = fast_cpu
+    if autocast:
+        _say_slow_bf16(device)
     return Settings(
         device=device,
         autocast=bool(autocast),
