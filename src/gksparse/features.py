@@ -74,7 +74,7 @@ def extract_features(
     progress: bool = False,
 ) -> np.ndarray:
     """float32 `(N, D)`: `encoder.features` of every clip of `folder`, in the folder's order."""
-    device = torch.device(device) if device else default_device()
+    device = default_device(device)
     encoder.to(device).eval()
     out = []
     loader = folder.loader(batch_size, workers=workers)

@@ -27,8 +27,6 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
-import torch
-
 from .data.containers import VideoData
 from .data.files import FolderInUse
 from .evaluation import vectors
@@ -107,7 +105,7 @@ def pixel_budget(
     splits = cls.labeled_split(n, stages.labeled_split_rng(cfg, n))
     pixels = [vectors.pixel_vectors(s) for s in splits]
     log_fn(f"n{n}.probe.features_seconds", time.perf_counter() - started, 0)
-    device = torch.device(cfg.device) if cfg.device else runtime.default_device()
+    device = runtime.default_device(cfg.device)
     probe = vectors.probe_budget(
         pixels,
         splits,

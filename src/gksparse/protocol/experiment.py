@@ -264,7 +264,7 @@ def _main_function(ex: GkExperiment):
             config, folder = distributed.broadcast_object((config, folder))
             cfg = ProtocolConfig.from_dict(config)
             if distributed.is_main():
-                device = torch.device(cfg.device) if cfg.device else runtime.default_device()
+                device = runtime.default_device(cfg.device)
                 ex.records.run_entry["device"] = str(distributed.local_device(device))
                 ex.records.save_json(ex.records.run_entry, "run.json")
             log_fn = lambda name, value, step: _run.log_scalar(name, value, step)  # noqa: E731

@@ -62,7 +62,7 @@ class Protocol:
         self, cfg: ProtocolConfig, run_dir: str | os.PathLike, log_fn: LogFn | None = None
     ):
         self.cfg = cfg
-        device = torch.device(cfg.device) if cfg.device else runtime.default_device()
+        device = runtime.default_device(cfg.device)
         distributed.setup(device)
         self.device = distributed.local_device(device)
         self.main = distributed.is_main()

@@ -27,6 +27,7 @@ from torch.nn.parallel import DistributedDataParallel
 
 from ..ops.lifetime import comm_device as _comm_device
 from ..ops.lifetime import is_distributed, rank, world_size
+from .runtime import default_device
 
 T = TypeVar("T")
 
@@ -88,9 +89,7 @@ def cleanup() -> None:
 
 
 def _is_cuda(device: str | torch.device | None) -> bool:
-    if device is None:
-        return torch.cuda.is_available()
-    return torch.device(device).type == "cuda"
+    return default_device(device).type == "cuda"
 
 
 def is_main() -> bool:

@@ -106,8 +106,11 @@ def release_freed_memory() -> bool:
     return True
 
 
-def default_device() -> torch.device:
-    """The device runs use unless told otherwise: CUDA when available, else the CPU."""
+def default_device(setting: str | torch.device | None = None) -> torch.device:
+    """The device a run uses: `setting` (a run's `device`, e.g. 'cpu' or 'cuda:1') when
+    given, else CUDA when available, else the CPU. The one place that default is decided."""
+    if setting:
+        return torch.device(setting)
     return torch.device("cuda" if torch.cuda.is_available() else "cpu")
 
 
@@ -129,7 +132,7 @@ def native_bf16(device: str | torch.device | None = None) -> bool:
     cannot tell counts as native (nothing to say). CUDA: compute capability 8.0 (Ampere) or
     newer. Other devices: True. None: `default_device()`.
     """
-    device = default_device() if device is None else torch.device(device)
+    device = default_device(device)
     if device.type == "cuda":
         return torch.cuda.get_device_capability(device) >= (8, 0)
     if device.type != "cpu":
@@ -176,7 +179,7 @@ def configure(
     threads:  torch intra-op threads; None: leave torch's default (one per core).
     allocator: on the CPU, `keep_freed_memory()` (False: leave glibc's malloc as it is).
     """
-    device = default_device() if device is None else torch.device(device)
+    device = default_device(device)
     cpu = device.type == "cpu"
     if threads is not None:
         torch.set_num_threads(threads)
