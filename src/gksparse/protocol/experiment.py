@@ -207,7 +207,7 @@ def make_experiment(
     ex.add_package_dependency("gksparse", __version__)
     methods = textwrap.fill(", ".join(METHODS), 90, subsequent_indent=" " * 13)
     usage = f"python {command.format(dataset=dataset)} with <method> [nospatial|nolifetime] seed=N"
-    ex.doc = usage + OPTIONS_HELP.format(methods=methods)
+    ex.doc = (main.get("__doc__") or usage).strip() + OPTIONS_HELP.format(methods=methods)
     ex.captured_out_filter = apply_backspaces_and_linefeeds  # progress bars: final frames only
     ex.add_config({**BASE, "dataset": dataset, **p.paper})
     _add_rules_and_checks(ex, p.folder_options)
@@ -234,7 +234,8 @@ def _add_rules_and_checks(ex: GkExperiment, folder_options: tuple[str, ...]) -> 
     def derived(method, dataset, classify_dataset, lr):
         clipnorm = rules(method, dataset, classify_dataset)["clipnorm"]  # noqa: F841
         carry_head = rules(method, dataset, classify_dataset)["carry_head"]  # noqa: F841
-        finetune_lr = lr / 10  # noqa: F841  (the reference's end-to-end rate, unless set)
+        # the reference's end-to-end rate, unless set (a bad lr is the check's to refuse)
+        finetune_lr = lr / 10 if isinstance(lr, (int, float)) else None  # noqa: F841
 
     @ex.config_hook
     def check_settings(config, command_name, logger):
