@@ -9,7 +9,8 @@ rounding, tested against the plain ones; each layer has a switch to turn its pat
 - the decoder of a winner-take-all code adds its kernel only at the code's nonzero pixels
   (`gksparse.ops.sparseconv.sparse_conv_transpose2d`, `FrameConvTranspose2d.sparse`);
 - the last encoder convolution's backward uses only the pixels its gradient reaches, the
-  winners (`FrameConv2d.sparse_grad`);
+  winners (`FrameConv2d.sparse_grad`); under a WTA code the CNN encoder's whole backward
+  does (`gksparse.ops.sparsebackward`, `ConvEncoder.sparse_backward`);
 - the recurrence is one autograd node with a hand-written backward through time
   (`gksparse.model.recurrence`, `ConvMinimalRNN2d.fused`).
 """
@@ -75,11 +76,14 @@ class FrameConv2d(nn.Conv2d):
         self.sparse_grad = False  # see `_SparseGradConv2d`; set on a WTA code's last layer
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        f = frames(x)
+        return videos(self.forward_frames(frames(x)), x.shape[0])
+
+    def forward_frames(self, f: torch.Tensor) -> torch.Tensor:
+        """The convolution of a batch of frames `(B, C_in, H, W)` -> `(B, C_out, H, W)`."""
         fft = use_fft(self.fft, self.weight, f.device)
         if not fft and self.sparse_grad and f.device.type == "cpu" and torch.is_grad_enabled():
-            return videos(_SparseGradConv2d.apply(f, self.weight, self.bias), x.shape[0])
-        return videos(conv2d_same(f, self.weight, self.bias, fft), x.shape[0])
+            return _SparseGradConv2d.apply(f, self.weight, self.bias)
+        return conv2d_same(f, self.weight, self.bias, fft)
 
 
 class FrameConvTranspose2d(nn.ConvTranspose2d):

@@ -13,7 +13,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ..ops.fftconv import use_fft
 from ..ops.lifetime import sparse_code
+from ..ops.sparsebackward import sparse_backward_convs, uses_sparse_backward
 from ..ops.sparsity import group_norms
 from .layers import FrameConv2d, FrameConvTranspose2d, frames, videos
 from .methods import StageName, check_groups, get_method
@@ -51,7 +53,12 @@ class ModelConfig:
 class ConvEncoder(nn.Module):
     """Three per-frame 'same' convolutions with ReLU, optionally then ConvMinimalRNN2d.
 
-    `(N, T, C_in, H, W)` -> `(N, T, F, H, W)`.
+    `(N, T, C_in, H, W)` -> `(N, T, F, H, W)`. `sparse_backward` (without the recurrence):
+    'auto' runs the convolutions' backward only where the gradient reaches when it reaches
+    few positions (a winner-take-all code; `gksparse.ops.sparsebackward`; CPU only), True
+    forces it on any device, False (default) is the dense backward. Same gradients within
+    float rounding; off by default until it pays: the whole step measured 0.93-1.04x the
+    dense one (bench/occupancy.py), and it pins torch to one thread while it runs.
     """
 
     def __init__(
@@ -70,9 +77,20 @@ class ConvEncoder(nn.Module):
         self.rnn = ConvMinimalRNN2d(filters, kernel_size) if recurrent else None
         if self.rnn is None:  # a WTA code's gradient reaches only its winners' pixels
             self.convs[-1].sparse_grad = True
+        self.sparse_backward: bool | str = False
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x = self.input_dropout(x)
+        params = [t for conv in self.convs for t in (conv.weight, conv.bias)]
+        if (
+            self.rnn is None
+            and uses_sparse_backward(self.sparse_backward, x.device)
+            and torch.is_grad_enabled()
+            and any(t is not None and t.requires_grad for t in [x, *params])
+        ):  # the gradient decides per layer whether the sparse path pays
+            layers = [conv.forward_frames for conv in self.convs]
+            ffts = [use_fft(conv.fft, conv.weight, x.device) for conv in self.convs]
+            return videos(sparse_backward_convs(frames(x), layers, params, ffts), x.shape[0])
         for conv in self.convs:
             x = F.relu(conv(x))
         return x if self.rnn is None else self.rnn(x)

@@ -146,7 +146,7 @@ class _SparseGradConv2d(torch.autograd.Function):
         if ctx.needs_input_grad[1]:  # each site's output gradient times its input window
             patches = values.new_zeros(inside.shape + (c_in,))  # (S, k, k, C_in)
             patches[inside] = x.permute(0, 2, 3, 1)[nb, ny, nx].to(acc)
-            grad_w = values.t() @ patches.view(values.shape[0], -1)
+            grad_w = values.t() @ patches.view(values.shape[0], k * k * c_in)  # S may be 0
             # channels-last memory order; the weight's own strides if it is NCHW (a copy)
             grad_w = grad_w.view(c_out, k, k, c_in).permute(0, 3, 1, 2).to(w_dtype)
             grad_w = with_strides(grad_w, ctx.w_stride)
