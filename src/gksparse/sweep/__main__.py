@@ -28,7 +28,7 @@ def _parser() -> argparse.ArgumentParser:
         description=__doc__,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    p.add_argument("datasets", nargs="+", help=f"of: {', '.join(grid.DATASETS)}")
+    p.add_argument("datasets", nargs="+", help=f"of: {', '.join(grid.CATALOG)}")
     p.add_argument("--methods", default="all", help="comma-separated, or all (default)")
     p.add_argument("--ablations", default="none", help="of none,nospatial,nolifetime")
     p.add_argument("--seeds", default="1", help="comma-separated whole numbers (default 1)")
