@@ -18,7 +18,6 @@ from ..data.catalog import CATALOG, classified
 from ..data.splits import check_budget
 from ..model.methods import METHODS, get_method
 
-DATASETS = tuple(CATALOG)  # the one table of datasets: gksparse.data.catalog (read at checks)
 CLASS_WEIGHTS = ("none", "balanced")
 ADAMS = ("keras", "torch")
 

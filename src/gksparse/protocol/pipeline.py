@@ -40,7 +40,7 @@ from ..training.losses import ClassificationLoss, pretrain_loss
 from . import stages
 from .config import ConfigError, ProtocolConfig
 from .rundir.folder import RunFolder
-from .rundir.records import FILTERS, RECONSTRUCTIONS
+from .rundir.records import FILTERS, RECONSTRUCTIONS, STAGE_LABELS
 from .tensorboard import Board
 from .trained import zca_to_extra
 
@@ -423,7 +423,7 @@ def load_data(cfg: ProtocolConfig, progress: bool = False) -> tuple[VideoData, V
 
 def _label(n: int, name: str) -> str:
     """How the progress lines name a classifier stage: 'n=300 stacked', 'n=300 end-to-end'."""
-    return f"n={n} {stages.STAGE_LABELS[name]}"
+    return f"n={n} {STAGE_LABELS[name]}"
 
 
 def _real(v: Videos) -> np.ndarray:

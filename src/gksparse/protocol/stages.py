@@ -16,7 +16,6 @@ from ..model.video import VideoModel
 from ..training.engine import Stage
 from ..training.losses import ClassificationLoss, PretrainLoss, balanced_class_weights
 from .config import ProtocolConfig
-from .rundir.records import STAGE_LABELS  # noqa: F401  (how tables name the stages)
 
 ADAM_OPTIMIZER = {"keras": "adam", "torch": "torch_adam"}  # `adam=` -> `Stage.optimizer`
 CLASSIFIER_STAGES = ("stacked", "finetune")
