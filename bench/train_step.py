@@ -28,7 +28,8 @@ the same thing. `fast-32` compares `a fast` (bf16) with `a fp32` the same way.
 Then the classifier steps as `train.fit` runs them, fp32 and fast: stacked (the head on the
 frozen encoder, without the protocol's feature cache; Adam) and end-to-end (encoder and
 head, SGD with momentum, clipped for the CRNN). The last line is
-`worst a/b: X.XX  min c/a: Y.YY`, with a = a fp32 for a/b and a = a fast for c/a.
+`worst a/b: X.XX  min c/a: Y.YY  worst CNN a/b: Z.ZZ`, with a = a fp32 for a/b and a = a
+fast for c/a; the last over the CNN configs alone ('-' when none ran).
 
     python bench/train_step.py            # everything, about 12 minutes on 2 quiet cores
     python bench/train_step.py --quick    # mnistrotated CNN only, a first look
@@ -56,6 +57,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from gksparse.model.layers import FrameConv2d
+from gksparse.model.methods import get_method
 from gksparse.model.recurrence import ConvMinimalRNN2d, StateConv
 from gksparse.model.video import ModelConfig, VideoModel, build_model
 from gksparse.ops.fftconv import conv2d_same, use_fft
@@ -596,7 +598,9 @@ def main(argv: list[str] | None = None) -> None:
     print(f"total {time.perf_counter() - start:.0f} s")
     worst = max(r["a32"] / r["b"] for r in rows)
     least = min(r["c"] / r["afast"] for r in rows)
-    print(f"worst a/b: {worst:.2f}  min c/a: {least:.2f}")
+    cnn = [r["a32"] / r["b"] for r in rows if not get_method(r["method"]).recurrent]
+    worst_cnn = f"{max(cnn):.2f}" if cnn else "-"
+    print(f"worst a/b: {worst:.2f}  min c/a: {least:.2f}  worst CNN a/b: {worst_cnn}")
 
 
 if __name__ == "__main__":

@@ -88,6 +88,8 @@ def test_an_old_interrupted_run_resumes_to_the_uninterrupted_result(old, tmp_pat
     assert json.loads((folder / "run.json").read_text())["status"] == "COMPLETED"
     resumed = json.loads((folder / "result.json").read_text())
     assert resumed["pretrain"]["history"][0] == saved[0]["loss"]  # epoch 1 was not redone
+    # it saved progress=True, its default then; into a pipe now: epoch lines, no bars
+    assert "\r" not in p.stderr and "pretrain epoch 3/3: loss " in p.stdout
     args = ("groupwtacnn", "smoke", "seed=2", "filters=8", "groups=2", "epochs=3")
     whole = experiment(
         *args,

@@ -55,5 +55,8 @@ def test_no_wait_returns_after_submitting_and_a_rerun_waits_without_resubmitting
     assert "submitted " not in again.stdout  # it waited for the jobs already there
     assert sorted(set(summary_lines(again.stdout))) <= ["COMPLETED", "skipped"]
     assert len(summary_lines(again.stdout)) == 4
+    assert "\r" not in again.stderr  # no waiter's bar into a pipe
+    logs = [log.read_text() for log in (results / "mnistrotated" / "_slurm").rglob("*_log.*")]
+    assert logs and not any("\r" in log for log in logs)  # the jobs' logs: lines, no bars
     assert statuses(results) == {str(i): "COMPLETED" for i in range(1, 5)}
     assert (results / "report.md").is_file()

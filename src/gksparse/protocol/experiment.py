@@ -14,7 +14,7 @@ resume planning `gksparse.protocol.rundir`. This module connects them to sacred:
   is and the command that resumes it;
 - progress bars only where they fit: sacred's capture puts a pipe between the run and the
   terminal, so whether stderr is a terminal is decided before it starts
-  (`$GKSPARSE_PROGRESS`, see `train.show_bars`); the run writes TensorBoard event files
+  (`$GKSPARSE_PROGRESS`, see `training.progress`); the run writes TensorBoard event files
   into its folder (`gksparse.protocol.tensorboard`) unless `tensorboard=False`;
 - `resolve` gives the whole config a command line would run with, in this process (the
   sweep and `gksparse.probe --pixels` ask it), running nothing.
@@ -48,7 +48,7 @@ from .. import __version__  # noqa: E402
 from ..data import files  # noqa: E402
 from ..model.methods import METHODS  # noqa: E402
 from ..training import distributed, runtime  # noqa: E402
-from ..training.engine import PROGRESS_ENV  # noqa: E402
+from ..training.progress import PROGRESS_ENV  # noqa: E402
 from .config import ConfigError, ProtocolConfig, defaults, rules  # noqa: E402
 from .observer import RunObserver  # noqa: E402
 from .pipeline import run_protocol  # noqa: E402

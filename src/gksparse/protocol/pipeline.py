@@ -35,8 +35,9 @@ from ..evaluation.encodings import FeatureHead, encode_features, fits_in_cache
 from ..model.methods import get_method
 from ..model.video import ModelConfig, VideoModel, build_model
 from ..training import distributed, runtime
-from ..training.engine import Stage, evaluate, fit, show_bars
+from ..training.engine import Stage, evaluate, fit
 from ..training.losses import ClassificationLoss, pretrain_loss
+from ..training.progress import show_bars
 from . import stages
 from .config import ConfigError, ProtocolConfig
 from .rundir.folder import RunFolder

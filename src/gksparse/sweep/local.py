@@ -2,8 +2,8 @@
 
 Each worker runs one cell at a time (`cell.run_cell`) with `cores // workers` torch threads,
 and on a machine with GPUs one GPU of its own (CUDA_VISIBLE_DEVICES). A line as each cell
-starts and ends, and, on a terminal (`train.show_bars`: $GKSPARSE_PROGRESS=bars|lines
-forces either), one progress bar over the cells with an ETA. Ctrl-C or SIGTERM stops
+starts and ends, and, on a terminal (`training.progress.show_bars`:
+$GKSPARSE_PROGRESS=bars|lines forces either), one progress bar over the cells with an ETA. Ctrl-C or SIGTERM stops
 the running cells cleanly (each is recorded INTERRUPTED, resumable) and starts no more; a
 second Ctrl-C kills them.
 """
@@ -21,7 +21,7 @@ from pathlib import Path
 
 from tqdm.auto import tqdm
 
-from ..training.engine import show_bars
+from ..training.progress import show_bars
 from . import cell as cells
 from .cell import Job, Outcome
 from .plan import Plan

@@ -21,6 +21,7 @@ from typing import Any
 from tqdm.auto import tqdm
 
 from ..data import files
+from ..training.progress import show_bars
 from .cell import FAILED, INTERRUPTED, Job, Outcome, run_cell_in_job, settled
 from .plan import SWEEP_DIR, Plan
 
@@ -223,7 +224,13 @@ def wait(
     }
     started: set[int] = set()
     pending = dict(jobs)
-    bar = tqdm(total=len(jobs), unit="cell", desc="sweep (Slurm)", dynamic_ncols=True)
+    bar = tqdm(
+        total=len(jobs),
+        unit="cell",
+        desc="sweep (Slurm)",
+        dynamic_ncols=True,
+        disable=not show_bars(),
+    )
     try:
         while pending:
             ended = _cancel(plans, pending, say) if stopped else _poll(plans, pending, started, say)

@@ -2,8 +2,8 @@
 
 What differs between the three is passed in as a `Stage` (which parameters train, the
 optimizer and the loss); `fit` is the loop over epochs of `train_step`, with validation,
-early stopping (`EarlyStopping`), its output (`show_bars`: progress bars on a terminal, one
-line per epoch anywhere) and the state that lets an interrupted
+early stopping (`EarlyStopping`), its output (`progress`: bars on a terminal, plain lines
+elsewhere) and the state that lets an interrupted
 stage continue exactly (`TrainingState`).
 
 Under torchrun (a process group of more than one process, see `gksparse.training.distributed`),
@@ -18,8 +18,6 @@ process's noise).
 from __future__ import annotations
 
 import math
-import os
-import sys
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager, nullcontext
@@ -43,11 +41,13 @@ from .losses import (
     pretrain_loss,
 )
 from .optim import clip_grad_norm_
+from .progress import PROGRESS_ENV, StepLines, epoch_line, show_bars
 from .runtime import default_device
 from .stage import Stage
 from .state import EarlyStopping, TrainingState
 
 __all__ = [
+    "PROGRESS_ENV",
     "Batch",
     "ClassificationLoss",
     "EarlyStopping",
@@ -66,19 +66,6 @@ __all__ = [
     "show_bars",
     "train_step",
 ]
-PROGRESS_ENV = "GKSPARSE_PROGRESS"  # 'bars' or 'lines': what progress=None shows
-
-
-def show_bars(progress: bool | None = None) -> bool:
-    """Whether progress bars redraw: `progress` True forces them, False hides them; None
-    follows $GKSPARSE_PROGRESS ('bars' or 'lines') when set, else whether stderr (where the
-    bars go) is a terminal: a file or a pipe gets no redraws, only the epoch lines."""
-    if progress is not None:
-        return bool(progress)
-    mode = os.environ.get(PROGRESS_ENV, "").strip().lower()
-    if mode in ("bars", "lines"):
-        return mode == "bars"
-    return sys.stderr.isatty()
 
 
 class TrainingDiverged(RuntimeError):
@@ -282,7 +269,8 @@ class _Epochs:
     generator: torch.Generator
     device: torch.device
     use_autocast: bool
-    show: bool
+    bars: bool
+    lines: bool
     desc: str
 
     def train(self, data: Videos, epoch: int) -> float:
@@ -290,6 +278,8 @@ class _Epochs:
         self.model.train()
         stage, (rank, world) = self.stage, _rank_world()
         running, seen = 0.0, 0
+        steps = math.ceil(len(data) / stage.batch_size)
+        plain = StepLines(self.desc, epoch, stage.epochs, steps, self.lines and not self.bars)
         bar = tqdm(
             batches(
                 data,
@@ -300,9 +290,9 @@ class _Epochs:
                 rank=rank,
                 world_size=world,
             ),
-            total=math.ceil(len(data) / stage.batch_size),
+            total=steps,
             desc=f"{self.desc} {epoch}/{stage.epochs}",
-            disable=not self.show,
+            disable=not self.bars,
             leave=False,
         )
         for step, batch in enumerate(bar, 1):
@@ -321,6 +311,7 @@ class _Epochs:
             running += value * size
             seen += size
             bar.set_postfix(loss=f"{running / seen:.4g}")
+            plain.step(step, running / seen)
         return running / max(seen, 1)
 
 
@@ -350,7 +341,8 @@ def fit(
     state (the reference carries classifier optimizers over between label budgets); after
     `fit` it holds the final state. None: a fresh one. Unless `progress` is False, every
     epoch leaves one line (`desc`, default the stage's name, its losses and time), under
-    transient bars when `show_bars(progress)` (True: always; None: on a terminal).
+    transient bars when `show_bars(progress)` (True: always; None: on a terminal); without
+    bars, an epoch longer than a minute also prints a plain line a minute (`StepLines`).
 
     With `stage.patience` and `val`, stops when the validation loss has not improved for
     `patience` epochs and restores the trained parameters of the best epoch (`EarlyStopping`).
@@ -393,6 +385,7 @@ def fit(
             device,
             use_autocast,
             bars,
+            lines,
             desc or stage.name,
         )
         try:
@@ -428,14 +421,3 @@ def fit(
         finally:
             del epochs  # drops DDP's hooks before another stage wraps the model again
     return state.history
-
-
-def epoch_line(desc: str, record: dict[str, float], epochs: int) -> str:
-    """One line for an epoch's record: `desc epoch e/E: loss ..., val_loss ..., ... (s)`."""
-    parts = [f"loss {record['loss']:.4g}"]
-    if "val_loss" in record:
-        parts.append(f"val_loss {record['val_loss']:.4g}")
-    if "val_accuracy" in record:
-        parts.append(f"val_accuracy {100 * record['val_accuracy']:.1f}%")
-    seconds = f" ({record['seconds']:.0f} s)" if "seconds" in record else ""
-    return f"{desc} epoch {record['epoch']}/{epochs}: {', '.join(parts)}{seconds}"

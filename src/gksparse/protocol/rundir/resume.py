@@ -127,7 +127,9 @@ def plan_resume(
             f"python {command} with resume={run.path}"
         )
     result = run.read_result()
-    saved = {k: v for k, v in saved.items() if k not in derived}  # the experiment's to compute
+    # `derived`: the experiment's to compute; `progress`: where the output goes decides it
+    # now (runs before the terminal check saved True, which forced bars into job logs)
+    saved = {k: v for k, v in saved.items() if k not in (*derived, "progress")}
     new = dict(saved)
     new.update(updates)
     new["resume"] = str(run.path)
