@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import platform
 
+import pytest
 import torch
 
 from gksparse.model.video import ModelConfig, build_model
@@ -41,6 +42,8 @@ def fake_cpu(monkeypatch, arch: str = "x86_64", **features: bool) -> None:
     monkeypatch.setattr(torch.cpu, "get_capabilities", lambda: caps)
     monkeypatch.setattr(runtime, "_said_slow_bf16", False)
     monkeypatch.delenv("RANK", raising=False)
+    for name in ("ONEDNN_MAX_CPU_ISA", "DNNL_MAX_CPU_ISA"):
+        monkeypatch.delenv(name, raising=False)
 
 
 def slow_lines(err: str) -> list[str]:
@@ -69,6 +72,23 @@ def test_bf16_autocast_on_a_cpu_with_native_bf16_says_nothing(monkeypatch, capsy
     fake_cpu(monkeypatch, "arm64", bf16=True)  # an Arm CPU with the BF16 extension
     assert runtime.native_bf16("cpu")
     assert slow_lines(capsys.readouterr().err) == []
+
+
+@pytest.mark.parametrize(
+    ("name", "isa", "native"),
+    [
+        ("ONEDNN_MAX_CPU_ISA", "avx512_core", False),  # how bench/train_step.py times both
+        ("DNNL_MAX_CPU_ISA", "AVX2", False),
+        ("ONEDNN_MAX_CPU_ISA", "AVX512_CORE_BF16", True),
+        ("ONEDNN_MAX_CPU_ISA", "ALL", True),
+    ],
+)
+def test_onednn_capped_below_bf16_emulates_it(monkeypatch, capsys, name, isa, native):
+    fake_cpu(monkeypatch, avx512_bf16=True, amx_bf16=True)
+    monkeypatch.setenv(name, isa)
+    assert runtime.native_bf16("cpu") is native
+    runtime.configure("cpu", autocast=True, allocator=False)
+    assert bool(slow_lines(capsys.readouterr().err)) is not native
 
 
 def test_the_slow_bf16_line_is_for_cpus_only(monkeypatch, capsys):

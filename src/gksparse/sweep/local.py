@@ -3,9 +3,9 @@
 Each worker runs one cell at a time (`cell.run_cell`) with `cores // workers` torch threads,
 and on a machine with GPUs one GPU of its own (CUDA_VISIBLE_DEVICES). A line as each cell
 starts and ends, and, on a terminal (`training.progress.show_bars`:
-$GKSPARSE_PROGRESS=bars|lines forces either), one progress bar over the cells with an ETA. Ctrl-C or SIGTERM stops
-the running cells cleanly (each is recorded INTERRUPTED, resumable) and starts no more; a
-second Ctrl-C kills them.
+$GKSPARSE_PROGRESS=bars|lines forces either), one progress bar over the cells with an ETA.
+Ctrl-C or SIGTERM stops the running cells cleanly (each is recorded INTERRUPTED,
+resumable) and starts no more; a second Ctrl-C kills them.
 """
 
 from __future__ import annotations

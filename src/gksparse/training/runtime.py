@@ -51,6 +51,11 @@ SLOW_BF16 = (
     "emulates bf16); autocast=False is faster here."
 )
 _said_slow_bf16 = False  # SLOW_BF16 is said once per process
+# oneDNN's own caps on the instructions it uses ($ONEDNN_MAX_CPU_ISA, formerly
+# $DNNL_MAX_CPU_ISA) that leave out bf16: under them it emulates bf16 on any CPU (measured
+# here: a 5 x 5 convolution with 128 channels ran bf16 2.6x slower than float32 under
+# AVX512_CORE, 2.3x faster without the cap), so bench/train_step.py can time both cases
+NO_BF16_ISAS = ("SSE41", "AVX", "AVX2", "AVX2_VNNI", "AVX512_CORE", "AVX512_CORE_VNNI")
 
 
 @dataclass(frozen=True)
@@ -127,16 +132,20 @@ def _cpu_capabilities() -> dict:
 def native_bf16(device: str | torch.device | None = None) -> bool:
     """Whether `device` computes bf16 in hardware, so that bf16 autocast pays there.
 
-    CPU: one of `BF16_FEATURES` (AVX512_BF16 or AMX on x86, BF16 on Arm); without them
-    PyTorch emulates bf16 and autocast is slower than float32. A CPU whose features torch
-    cannot tell counts as native (nothing to say). CUDA: compute capability 8.0 (Ampere) or
-    newer. Other devices: True. None: `default_device()`.
+    CPU: one of `BF16_FEATURES` (AVX512_BF16 or AMX on x86, BF16 on Arm), unless
+    $ONEDNN_MAX_CPU_ISA keeps oneDNN below them (`NO_BF16_ISAS`); without them PyTorch
+    emulates bf16 and autocast is slower than float32. A CPU whose features torch cannot
+    tell counts as native (nothing to say). CUDA: compute capability 8.0 (Ampere) or newer.
+    Other devices: True. None: `default_device()`.
     """
     device = default_device(device)
     if device.type == "cuda":
         return torch.cuda.get_device_capability(device) >= (8, 0)
     if device.type != "cpu":
         return True
+    isa = os.environ.get("ONEDNN_MAX_CPU_ISA") or os.environ.get("DNNL_MAX_CPU_ISA") or ""
+    if isa.strip().upper() in NO_BF16_ISAS:
+        return False
     caps = _cpu_capabilities()
     if not caps:
         return True
