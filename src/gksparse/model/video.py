@@ -57,8 +57,9 @@ class ConvEncoder(nn.Module):
     'auto' runs the convolutions' backward only where the gradient reaches when it reaches
     few positions (a winner-take-all code; `gksparse.ops.sparsebackward`; CPU only), True
     forces it on any device, False (default) is the dense backward. Same gradients within
-    float rounding; off by default until it pays: the whole step measured 0.93-1.04x the
-    dense one (bench/occupancy.py), and it pins torch to one thread while it runs.
+    float rounding; off by default until it pays: the whole step measured 0.95-1.00x the
+    dense one on a quiet CPU (bench/occupancy.py, docs/speed.md), and it pins torch to one
+    thread while it runs.
     """
 
     def __init__(

@@ -47,8 +47,8 @@ _NEVER_TRIM = 2**31 - 1  # mallopt takes an int
 # x86's AVX512_BF16 and AMX-BF16 (oneDNN's bf16 kernels), Arm's BF16 extension (NEON, SVE)
 BF16_FEATURES = ("avx512_bf16", "amx_bf16", "bf16", "sve_bf16")
 SLOW_BF16 = (
-    "bf16 autocast will be slower than float32 on this CPU (no avx512_bf16 or AMX: PyTorch "
-    "emulates bf16); autocast=False is faster here."
+    "bf16 autocast will be slower than float32 on this CPU (no avx512_bf16 or AMX, or "
+    "$ONEDNN_MAX_CPU_ISA below them: PyTorch emulates bf16); autocast=False is faster here."
 )
 _said_slow_bf16 = False  # SLOW_BF16 is said once per process
 # oneDNN's own caps on the instructions it uses ($ONEDNN_MAX_CPU_ISA, formerly
