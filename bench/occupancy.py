@@ -58,7 +58,7 @@ def recorded_layers() -> Iterator[list[tuple[int, int]]]:
     counts are appended, last layer first."""
     seen: list[tuple[int, int]] = []
     fn = sparsebackward.SparseBackwardConvs
-    original, limit = sparsebackward.conv_backward_at, fn.max_density
+    original, limits = sparsebackward.conv_backward_at, (fn.max_density, fn.max_density_fft)
 
     def counted(x, weight, pos, g, need_input):
         out = original(x, weight, pos, g, need_input)
@@ -66,12 +66,12 @@ def recorded_layers() -> Iterator[list[tuple[int, int]]]:
         return out
 
     sparsebackward.conv_backward_at = counted
-    fn.max_density = 1.0
+    fn.max_density = fn.max_density_fft = 1.0  # the FFT layers (CIFAR-10's) too
     try:
         yield seen
     finally:
         sparsebackward.conv_backward_at = original
-        fn.max_density = limit
+        fn.max_density, fn.max_density_fft = limits
 
 
 def occupancy(model: VideoModel, x: torch.Tensor, mask: torch.Tensor | None) -> dict:
