@@ -247,6 +247,7 @@ def bench_steps(args: argparse.Namespace, settings: runtime.Settings) -> list[fl
             base, batch = ts.make_model(c, method, settings), ts.synthetic_batch(c)
             dense, sparse = copy.deepcopy(base), copy.deepcopy(base)
             dense.encoder.sparse_backward = False
+            sparse.encoder.sparse_backward = True
             cases = {
                 "dense": ts.project_step(dense, batch, False),
                 "sparse": ts.project_step(sparse, batch, False),

@@ -486,10 +486,12 @@ def bench_levers(c: Config, method: str, settings: runtime.Settings, repeats: in
         flip_layout=False,
         fft="auto",
         fused=True,
+        sparse_backward="auto",
     ) -> Callable[[], float]:
         model = copy.deepcopy(base)
         model.fast_masks = fast_mask
         model.decoder.sparse = "auto" if sparse else False
+        model.encoder.sparse_backward = sparse_backward
         set_fft(model, fft)
         if recurrent:
             model.encoder.rnn.fused = fused
@@ -502,6 +504,7 @@ def bench_levers(c: Config, method: str, settings: runtime.Settings, repeats: in
         "fast": variant(),
         "no bf16": variant(use_autocast=False),
         "no sparse decoder": variant(sparse=False),
+        "no sparse backward": variant(sparse_backward=False),
         "no FFT convolutions": variant(fft=False),
         "no k=1 argmax mask": variant(fast_mask=False),
         "NCHW <-> NHWC": variant(flip_layout=True),

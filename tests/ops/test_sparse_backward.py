@@ -60,8 +60,8 @@ def compare(method, x, mask=None, bf16=False, **config):
 
 def limit(monkeypatch, density: float) -> None:
     """Set the density up to which a layer's backward runs sparse (direct and FFT layers)."""
-    monkeypatch.setattr(SparseBackwardConvs, "max_density", density)
-    monkeypatch.setattr(SparseBackwardConvs, "max_density_fft", density)
+    for name in ("max_density", "max_density_fft", "max_density_bf16"):
+        monkeypatch.setattr(SparseBackwardConvs, name, density)
 
 
 @pytest.fixture
@@ -144,8 +144,19 @@ def test_a_batch_without_any_winner_gives_zero_encoder_gradients(calls):
 
 
 @pytest.mark.parametrize("method", METHODS)
-def test_bf16_autocast(method):
+def test_bf16_autocast(method, monkeypatch, calls):
+    limit(monkeypatch, 1.0)
     compare(method, videos(), bf16=True)
+    assert len(calls) == 3
+
+
+@pytest.mark.parametrize(("bf16", "sparse_layers"), [(False, 3), (True, 0)])
+def test_bf16_has_its_own_break_even(bf16, sparse_layers, monkeypatch, calls):
+    # oneDNN's bf16 backward is faster than its fp32 one, the sparse backward is not
+    limit(monkeypatch, 1.0)
+    monkeypatch.setattr(SparseBackwardConvs, "max_density_bf16", 0.0)
+    compare("groupwtacnn", videos(), bf16=bf16)
+    assert len(calls) == sparse_layers
 
 
 def test_three_channel_frames_and_a_frozen_input():

@@ -54,12 +54,11 @@ class ConvEncoder(nn.Module):
     """Three per-frame 'same' convolutions with ReLU, optionally then ConvMinimalRNN2d.
 
     `(N, T, C_in, H, W)` -> `(N, T, F, H, W)`. `sparse_backward` (without the recurrence):
-    'auto' runs the convolutions' backward only where the gradient reaches when it reaches
-    few positions (a winner-take-all code; `gksparse.ops.sparsebackward`; CPU only), True
-    forces it on any device, False (default) is the dense backward. Same gradients within
-    float rounding; off by default until it pays: the whole step measured 0.95-1.00x the
-    dense one on a quiet CPU (bench/occupancy.py, docs/speed.md), and it pins torch to one
-    thread while it runs.
+    'auto' (default) runs the convolutions' backward only where the gradient reaches when it
+    reaches few positions (a winner-take-all code; `gksparse.ops.sparsebackward`) on the
+    CPU, and the dense backward on a GPU; True forces it on any device, False is the dense
+    backward. Same gradients within float rounding; the pretraining step measured 0.70x the
+    dense one for Rotated MNIST groupwtacnn (fp32, quiet 2-core CPU; docs/speed.md).
     """
 
     def __init__(
@@ -78,7 +77,7 @@ class ConvEncoder(nn.Module):
         self.rnn = ConvMinimalRNN2d(filters, kernel_size) if recurrent else None
         if self.rnn is None:  # a WTA code's gradient reaches only its winners' pixels
             self.convs[-1].sparse_grad = True
-        self.sparse_backward: bool | str = False
+        self.sparse_backward: bool | str = "auto"
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x = self.input_dropout(x)

@@ -160,25 +160,29 @@ class SparseBackwardConvs(torch.autograd.Function):
     keeps each layer's input; it costs nothing extra, the ReLUs keep those tensors anyway."""
 
     # Fraction of the positions carrying gradient above which a layer's backward runs dense:
-    # the break-even on the CPU (bench/occupancy.py: 1 thread, 0.3 against oneDNN's direct
-    # 3 x 3 backward at 64 channels, 0.17 against the FFT backward at 5 x 5, 256 channels).
+    # the break-even on the CPU (bench/occupancy.py: 0.3 against oneDNN's direct 3 x 3
+    # backward at 64 channels, 0.17 against the FFT backward at 5 x 5, 256 channels).
     max_density = 0.3
     max_density_fft = 0.15  # for a layer whose dense path is the FFT convolution
-    # Intra-op threads of the backward (None: torch's setting). Its ~100 small gathers and
-    # matmuls each sync the thread pool; on a CPU shared with other jobs a descheduled
-    # thread stalls every one of them (measured: 2 threads 3x slower than 1 under load).
-    threads: int | None = 1
+    # Under bf16 autocast oneDNN's direct backward is ~1.7x faster and the sparse one (fp32)
+    # is not: its break-even is lower (Rotated MNIST wtacnn, a layer at 26%: 1.1x slower).
+    max_density_bf16 = 0.15
+    # Intra-op threads of the backward (None: torch's setting, as the dense ops). Its ~100
+    # small gathers and matmuls each sync the thread pool, so on a CPU shared with other jobs
+    # 1 can be faster (measured under load: 2 threads 3x slower than 1); on a quiet 2-core
+    # CPU 2 threads made the whole step 10% faster than 1.
+    threads: int | None = None
 
     @staticmethod
     def forward(ctx, x, layers, ffts, *params):  # type: ignore[override]
-        ctx.limits = [
-            SparseBackwardConvs.max_density_fft if f else SparseBackwardConvs.max_density
-            for f in ffts
-        ]
         with torch.enable_grad():
             acts = [x.detach().requires_grad_(ctx.needs_input_grad[0])]
             for layer in layers:
                 acts.append(F.relu(layer(acts[-1])))
+        cls = SparseBackwardConvs
+        reduced = acts[-1].dtype in (torch.bfloat16, torch.float16)
+        direct = cls.max_density_bf16 if reduced else cls.max_density
+        ctx.limits = [cls.max_density_fft if f else direct for f in ffts]
         ctx.acts = acts
         ctx.save_for_backward(*params)
         return acts[-1].detach()
