@@ -197,6 +197,16 @@ def test_one_convolution_from_sparse_rows(k, nhwc):
     assert not rows(gx_d, off.nonzero().squeeze(1)).any()  # nothing reaches the others
 
 
+def test_a_new_cnn_model_takes_the_sparse_backward_on_the_cpu(monkeypatch, calls):
+    limit(monkeypatch, 1.0)
+    model = small_model("groupwtacnn", **SIZE)
+    model.zero_grad(set_to_none=True)
+    model.pretrain_loss(videos()).backward()  # the model's own setting, not step_grads'
+    assert len(calls) == 3
+    default = {n: p.grad for n, p in model.named_parameters() if p.grad is not None}
+    assert_same_grads(default, step_grads(model, videos(), sparse=False, input_grad=False), FP32)
+
+
 def test_cuda_keeps_the_dense_backward_unless_forced():
     assert sparsebackward.uses_sparse_backward("auto", torch.device("cpu"))
     assert not sparsebackward.uses_sparse_backward("auto", torch.device("cuda"))
