@@ -58,7 +58,8 @@ def recorded_layers() -> Iterator[list[tuple[int, int]]]:
     counts are appended, last layer first."""
     seen: list[tuple[int, int]] = []
     fn = sparsebackward.SparseBackwardConvs
-    original, limits = sparsebackward.conv_backward_at, (fn.max_density, fn.max_density_fft)
+    names = ("max_density", "max_density_fft", "max_density_bf16")
+    original, limits = sparsebackward.conv_backward_at, [getattr(fn, n) for n in names]
 
     def counted(x, weight, pos, g, need_input):
         out = original(x, weight, pos, g, need_input)
@@ -66,12 +67,14 @@ def recorded_layers() -> Iterator[list[tuple[int, int]]]:
         return out
 
     sparsebackward.conv_backward_at = counted
-    fn.max_density = fn.max_density_fft = 1.0  # the FFT layers (CIFAR-10's) too
+    for name in names:  # the FFT layers (CIFAR-10's) and bf16 too
+        setattr(fn, name, 1.0)
     try:
         yield seen
     finally:
         sparsebackward.conv_backward_at = original
-        fn.max_density, fn.max_density_fft = limits
+        for name, value in zip(names, limits, strict=True):
+            setattr(fn, name, value)
 
 
 def occupancy(model: VideoModel, x: torch.Tensor, mask: torch.Tensor | None) -> dict:
