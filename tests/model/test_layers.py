@@ -61,6 +61,30 @@ def test_frame_conv_transpose_is_a_per_frame_same_transposed_conv(kernel_size):
     )
 
 
+def test_frame_conv_transpose_takes_the_winners_pixels():
+    # pixels from a WTA mask: every nonzero pixel of the code and some zero ones (a kept
+    # group of zeros); the output is the dense one and the input gradient is the dense one
+    # there, zero elsewhere
+    torch.manual_seed(0)
+    deconv = FrameConvTranspose2d(4, 1, 5)
+    deconv.sparse = True
+    g = torch.Generator().manual_seed(3)
+    x = seeded(2, 3, 4, 6, 5)
+    pixels = torch.rand(2, 3, 6, 5, generator=g) < 0.3
+    zeroed = pixels & (torch.rand(2, 3, 6, 5, generator=g) < 0.3)
+    x = (x * (pixels & ~zeroed).unsqueeze(2)).requires_grad_()
+    up = seeded(2, 3, 1, 6, 5, seed=4)
+    out = deconv(x, pixels)
+    (grad,) = torch.autograd.grad(out, x, up)
+    dense = x.detach().requires_grad_()
+    deconv.sparse = False
+    want = deconv(dense)
+    (want_grad,) = torch.autograd.grad(want, dense, up)
+    torch.testing.assert_close(out, want)
+    torch.testing.assert_close(grad, want_grad * pixels.unsqueeze(2))
+    assert grad[zeroed.unsqueeze(2).expand_as(grad)].abs().sum() > 0  # reached the zero pixels
+
+
 def test_frame_convs_glorot_weights_zero_biases():
     torch.manual_seed(0)
     for layer, fan in (

@@ -224,7 +224,7 @@ def test_classification_does_not_sparsify(method, monkeypatch):
     def boom(*args, **kwargs):
         raise AssertionError("sparsify called")
 
-    monkeypatch.setattr(model, "sparsify", boom)
+    monkeypatch.setattr(model, "_sparse_code", boom)  # sparsify and reconstruct use it
     model(x)  # never reaches the WTA step
     with pytest.raises(AssertionError, match="sparsify called"):
         model.pretrain_loss(x)

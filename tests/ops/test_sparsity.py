@@ -16,6 +16,8 @@ from gksparse.ops.sparsity import (
     group_ksparse,
     group_ksparse_chain,
     group_norms,
+    group_scores,
+    keep_groups,
     ksparse,
     ksparse_chain,
     topk_mask,
@@ -200,6 +202,37 @@ def test_group_norms_match_definition(shape, groups, dims, channel_dim):
         ref_group_norms(x.numpy(), groups, channel_dim),
         rtol=1e-6,
     )
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16, torch.float16, torch.float64])
+@pytest.mark.parametrize("per_group", [1, 2, 3, 4, 5, 8])
+@pytest.mark.parametrize("nhwc", [False, True])
+def test_group_scores_are_the_fp32_sums_of_squares_bit_for_bit(dtype, per_group, nhwc):
+    # short groups add channel by channel: the same bits as `sum`, in every layout
+    g = torch.Generator().manual_seed(per_group)
+    x = torch.randn(6, 4 * per_group, 9, 7, generator=g) * torch.rand(6, 1, 9, 7, generator=g)
+    x = x.to(dtype)
+    if nhwc:
+        x = x.contiguous(memory_format=torch.channels_last)
+    x = x.unflatten(0, (2, 3))
+    want = x.unflatten(2, (4, per_group)).float().square().sum(3)
+    got = group_scores(x, 4, 2)
+    assert got.dtype == torch.float32 and got.shape == want.shape and got.is_contiguous()
+    assert torch.equal(got, want)
+
+
+@pytest.mark.parametrize("per_group", [1, 2, 3, 4, 8])
+def test_keep_groups_is_the_same_in_both_layouts(per_group):
+    # channels-last spells the group mask out per channel (as machine words for 2, 4, 8)
+    g = torch.Generator().manual_seed(per_group)
+    x = torch.randn(6, 4 * per_group, 5, 7, generator=g).unflatten(0, (2, 3))
+    keep = torch.rand(2, 3, 4, 5, 7, generator=g) < 0.5
+    want = (x.unflatten(2, (4, per_group)) * keep.unsqueeze(3)).flatten(2, 3)
+    nhwc = x.flatten(0, 1).contiguous(memory_format=torch.channels_last).unflatten(0, (2, 3))
+    for layout in (x, nhwc):
+        got = keep_groups(layout, keep, 2)
+        assert torch.equal(got, want)
+        assert got.stride() == layout.stride()
 
 
 def test_ksparse_on_non_contiguous_input():

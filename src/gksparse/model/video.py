@@ -14,9 +14,9 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..ops.fftconv import use_fft
-from ..ops.lifetime import sparse_code
+from ..ops.lifetime import winners
 from ..ops.sparsebackward import sparse_backward_convs, uses_sparse_backward
-from ..ops.sparsity import group_norms
+from ..ops.sparsity import group_norms, keep_winners
 from .layers import FrameConv2d, FrameConvTranspose2d, frames, videos
 from .methods import StageName, check_groups, get_method
 from .recurrence import ConvMinimalRNN2d
@@ -231,19 +231,26 @@ class VideoModel(nn.Module):
         global_lifetime: under a process group (torchrun), rank the lifetime step over the
         whole global batch (`gksparse.ops.lifetime`), not this process's shard.
         """
+        return self._sparse_code(code, mask, global_lifetime)[0]
+
+    def _sparse_code(
+        self, code: torch.Tensor, mask: torch.Tensor | None, global_lifetime: bool
+    ) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """(`sparsify`'s code, bool `(N, T, H, W)`: True at every pixel where a channel or
+        group won, a superset of the code's nonzero pixels; None for a dense code)."""
         fm = _frame_mask(mask, code)
         if fm is not None:
             code = code * fm
         c = self.config
         steps = ((c.k_spatial, (3, 4)), (c.k_lifetime, (0, 1)))
-        return sparse_code(
-            code,
-            self.method.sparsity,
-            steps,
-            c.groups,
-            global_batch=global_lifetime,
-            fast=self.fast_masks,
+        sparsity = self.method.sparsity
+        keep = winners(
+            code, sparsity, steps, c.groups, global_batch=global_lifetime, fast=self.fast_masks
         )
+        if keep is None:
+            return code, None
+        # the winners' pixels, from the mask: 1/16 of the code's size for groups of 4
+        return keep_winners(code, keep, sparsity), keep.any(dim=2)
 
     def reconstruct(
         self, x: torch.Tensor, mask: torch.Tensor | None = None, global_lifetime: bool = False
@@ -255,8 +262,8 @@ class VideoModel(nn.Module):
         """
         if self.decoder is None:
             raise ValueError(f"method {self.config.method!r} has no pretraining (no decoder).")
-        code = self.sparsify(self.encoder(x), mask, global_lifetime)
-        return self.decoder(code), code
+        code, pixels = self._sparse_code(self.encoder(x), mask, global_lifetime)
+        return self.decoder(code, pixels), code
 
     def pretrain_loss(
         self, x: torch.Tensor, mask: torch.Tensor | None = None, global_lifetime: bool = False

@@ -18,7 +18,7 @@ from collections.abc import Sequence
 import torch
 import torch.distributed as dist
 
-from .sparsity import SPARSITY, Steps, _normalize_dims, sparse_chain, topk_mask
+from .sparsity import SPARSITY, Steps, _normalize_dims, keep_winners, topk_mask, winner_mask
 
 
 def is_distributed() -> bool:
@@ -147,13 +147,30 @@ def sparse_code(
     global_batch: bool = False,
     fast: bool = True,
 ) -> torch.Tensor:
-    """The winner-take-all code of a video code `x` `(N, T, C, H, W)` (groups of channels at
-    dim 2): `sparse_chain` of the sparsity kind ('none', 'plain' or 'group'), ranked over the
-    global batch where `global_batch` and a process group is active, else over this
-    process's `x`; `fast` as `topk_mask`'s. Returns `x`'s shape; 'none' returns `x`."""
+    """The winner-take-all code of a video code `x` `(N, T, C, H, W)`: `x` with what
+    `winners` (same arguments) drops set to 0. Returns `x`'s shape; 'none' returns `x`."""
+    keep = winners(x, sparsity, steps, groups, global_batch=global_batch, fast=fast)
+    return keep_winners(x, keep, sparsity)
+
+
+def winners(
+    x: torch.Tensor,
+    sparsity: str,
+    steps: Steps,
+    groups: int = 1,
+    *,
+    global_batch: bool = False,
+    fast: bool = True,
+) -> torch.Tensor | None:
+    """The keep mask of the winner-take-all code of a video code `x` `(N, T, C, H, W)`
+    (groups of channels at dim 2): `winner_mask` of the sparsity kind ('none', 'plain' or
+    'group'), ranked over the global batch where `global_batch` and a process group is
+    active, else over this process's `x`; `fast` as `topk_mask`'s. Returns bool
+    `(N, T, C, H, W)` for 'plain', `(N, T, groups, H, W)` for 'group' (`keep_winners`
+    applies it), None for 'none' (nothing dropped)."""
     if sparsity == "none":
-        return x
+        return None
     if sparsity not in SPARSITY:
         raise ValueError(f"unknown sparsity {sparsity!r}; use none, {', '.join(SPARSITY)}.")
     topk = global_topk(fast) if global_batch and is_distributed() else None
-    return sparse_chain(x, sparsity, steps, groups, 2, topk=topk, fast=fast)
+    return winner_mask(x, sparsity, steps, groups, 2, topk=topk, fast=fast)

@@ -17,6 +17,7 @@ Steps = Sequence[tuple[int, int | Sequence[int]]]  # ((k, dims), ...): successiv
 
 SPARSITY = ("plain", "group")  # the kinds of WTA step (METHOD.md section 2)
 EPS = 1e-7  # inside the square root of a group norm, as the reference's `n_p`
+SUM_BY_CHANNEL = 4  # groups of up to 4 channels: `group_scores` adds channel by channel
 
 
 def _normalize_dims(dims: int | Sequence[int], ndim: int) -> tuple[int, ...]:
@@ -184,10 +185,11 @@ def chain_keep(scores: torch.Tensor, steps: Steps, topk: TopkMask) -> torch.Tens
     zeros, tied with real zeros) with `topk(scores, k, dims)`; None when `steps` is empty.
     """
     keep = None
-    for k, dims in steps:
+    for i, (k, dims) in enumerate(steps):
         mask = topk(scores, k, dims)
         keep = mask if keep is None else keep & mask
-        scores = scores * mask
+        if i + 1 < len(steps):
+            scores = torch.where(mask, scores, 0.0)  # no bool-to-float copy
     return keep
 
 
@@ -211,9 +213,19 @@ def group_scores(x: torch.Tensor, groups: int, channel_dim: int) -> torch.Tensor
     if groups < 1 or c % groups:
         group_norms(x, groups, channel_dim)  # raises the error with its message
     grouped = x.detach().unflatten(channel_dim, (groups, c // groups))
-    if grouped.dtype != torch.float32:
-        grouped = grouped.float()
-    return grouped.square().sum(dim=channel_dim + 1)
+    if c // groups > SUM_BY_CHANNEL:
+        return grouped.float().square().sum(dim=channel_dim + 1)
+    # A short group: add the channels' squares one channel at a time, in the order `sum`
+    # adds up to 4 (the same bits), with no full-size fp32 copy and no reduction over an
+    # innermost run of C/G (2.5 to 3x faster for 4 channels a group, fp32 and bf16).
+    channels = grouped.unbind(channel_dim + 1)
+    # contiguous scores whatever x's layout: the top-k reductions over them run 2-3x faster
+    scores = torch.empty(channels[0].shape, device=x.device)
+    square = torch.empty_like(scores)
+    torch.square(channels[0].float(), out=scores)
+    for channel in channels[1:]:
+        scores.add_(torch.square(channel.float(), out=square))
+    return scores
 
 
 def keep_groups(x: torch.Tensor, keep: torch.Tensor, channel_dim: int) -> torch.Tensor:
@@ -227,11 +239,30 @@ def keep_groups(x: torch.Tensor, keep: torch.Tensor, channel_dim: int) -> torch.
         # channels innermost (channels-last frames): a mask broadcast over the C/G channels
         # of a group would make every inner loop C/G long, so spell it out per channel, in
         # x's layout: channel dim moved last, groups repeated, moved back.
-        last = keep.movedim(channel_dim, -1).repeat_interleave(c // groups, dim=-1)
+        last = _channel_mask(keep.movedim(channel_dim, -1), c // groups)
         return torch.where(last.movedim(-1, channel_dim), x, 0.0)
     grouped = x.unflatten(channel_dim, (groups, c // groups))
     kept = torch.where(keep.unsqueeze(channel_dim + 1), grouped, 0.0)
     return kept.flatten(channel_dim, channel_dim + 1)
+
+
+# A group of 2, 4 or 8 channels as one integer word whose bytes are all 0 or all 1 (bools).
+_WORDS = {
+    2: (torch.int16, 0x0101),
+    4: (torch.int32, 0x01010101),
+    8: (torch.int64, 0x0101010101010101),
+}
+
+
+def _channel_mask(keep: torch.Tensor, per_group: int) -> torch.Tensor:
+    """bool `(..., G)` -> `(..., G * per_group)`, each group's flag repeated per channel."""
+    if per_group not in _WORDS:
+        return keep.repeat_interleave(per_group, dim=-1)
+    # each flag written as one word of `per_group` bytes 0 or 1, read back as bools: half
+    # the time of repeat_interleave, whose copy moves one byte at a time
+    dtype, ones = _WORDS[per_group]
+    words = torch.zeros(keep.shape, dtype=dtype, device=keep.device).masked_fill_(keep, ones)
+    return words.view(torch.bool)
 
 
 def check_group_steps(steps: Steps, channel_dim: int, ndim: int) -> None:
@@ -276,13 +307,38 @@ def sparse_chain(
     topk: how a step picks its winners (default `topk_mask` with `fast`; the global lifetime
     step passes its own, `gksparse.ops.lifetime`). Returns `x`'s shape.
     """
+    keep = winner_mask(x, sparsity, steps, groups, channel_dim, topk=topk, fast=fast)
+    return keep_winners(x, keep, sparsity, channel_dim)
+
+
+def winner_mask(
+    x: torch.Tensor,
+    sparsity: str,
+    steps: Steps,
+    groups: int = 1,
+    channel_dim: int = 2,
+    *,
+    topk: TopkMask | None = None,
+    fast: bool = True,
+) -> torch.Tensor | None:
+    """The keep mask of `sparse_chain` (same arguments): bool, shaped like `x` for 'plain',
+    with `groups` in place of the channels for 'group'; None when `steps` is empty."""
     topk = topk or functools.partial(topk_mask, fast=fast)
     if sparsity == "plain":
-        keep = chain_keep(x.detach(), steps, topk)
-        return x if keep is None else torch.where(keep, x, 0.0)  # no bool-to-float copy
+        return chain_keep(x.detach(), steps, topk)
     if sparsity != "group":
         raise ValueError(f"unknown sparsity {sparsity!r}; use {', '.join(SPARSITY)}.")
     channel_dim = _channel_dim(channel_dim, x.ndim)
     check_group_steps(steps, channel_dim, x.ndim)
-    keep = chain_keep(group_scores(x, groups, channel_dim), steps, topk)
-    return x if keep is None else keep_groups(x, keep, channel_dim)
+    return chain_keep(group_scores(x, groups, channel_dim), steps, topk)
+
+
+def keep_winners(
+    x: torch.Tensor, keep: torch.Tensor | None, sparsity: str, channel_dim: int = 2
+) -> torch.Tensor:
+    """`x` with what `keep` (a `winner_mask` of the sparsity kind) drops set to 0."""
+    if keep is None:
+        return x
+    if sparsity == "plain":
+        return torch.where(keep, x, 0.0)  # no bool-to-float copy
+    return keep_groups(x, keep, _channel_dim(channel_dim, x.ndim))
