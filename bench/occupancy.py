@@ -18,6 +18,9 @@ what the sparse encoder backward (`gksparse.ops.sparsebackward`) saves.
    with the dense and with the sparse encoder backward, and the lower bound `b` (the
    encoder's dense convolutions, forward and backward), alternating within every round,
    median wall time of the rounds after two warm-up rounds; the ratios come from one run.
+   Two floors over `b` beside them: `fwd/b`, the convolutions' forward alone (what any step
+   pays), and `-last/b`, `b` without the last layer's backward (what an exact step still
+   pays where the gradient reaches most positions below the last layer).
 
     python bench/occupancy.py                 # all three, MNIST; ~15 min on 2 loaded cores
     python bench/occupancy.py --cifar         # also CIFAR-10 (occupancy and steps)
@@ -237,11 +240,43 @@ def bench_threshold(args: argparse.Namespace) -> None:
 
 
 # -- 3. steps --------------------------------------------------------------------------------
+def conv_floor(model: VideoModel, x: torch.Tensor, last_backward: bool) -> Callable[[], float]:
+    """The CNN encoder's convolutions as `b project` runs them (fp32), forward only
+    (`last_backward` False: what any step pays) or forward and backward with the last
+    layer's backward left out (what an exact step still pays where the gradient reaches most
+    positions below the last layer, as on Scanned CIFAR-10)."""
+    enc = copy.deepcopy(model.encoder)
+    params = list(enc.parameters())
+    nhwc = enc.convs[1].weight.is_contiguous(memory_format=torch.channels_last)
+    fmt = torch.channels_last if nhwc else torch.contiguous_format
+    frames = x.flatten(0, 1).contiguous(memory_format=fmt)
+    grads: list[torch.Tensor] = []
+
+    def step() -> float:
+        for p in params:
+            p.grad = None
+        h = frames
+        with torch.set_grad_enabled(last_backward):
+            for c in enc.convs[:-1]:
+                h = conv2d_same(h, c.weight, c.bias)
+        with torch.no_grad():
+            conv2d_same(h, enc.convs[-1].weight, enc.convs[-1].bias)
+        if last_backward:
+            if not grads:
+                g = torch.randn(h.shape, generator=torch.Generator().manual_seed(0))
+                grads.append(g.contiguous(memory_format=fmt))
+            h.backward(grads[0])
+        return 0.0
+
+    return step
+
+
 def bench_steps(args: argparse.Namespace, settings: runtime.Settings) -> list[float]:
-    """The step with the dense and the sparse encoder backward against `b`; returns the
-    sparse step's a/b of every case."""
+    """The step with the dense and the sparse encoder backward against `b`, and the floors
+    of `conv_floor` over `b`; returns the sparse step's a/b of every case."""
     print(f"{'config':<15}{'method':<14}{'a dense':>9}{'a sparse':>9}{'b conv':>9}"
-          f"{'dense/b':>9}{'sparse/b':>9}{'sparse/dense':>13}")  # fmt: skip
+          f"{'dense/b':>9}{'sparse/b':>9}{'sparse/dense':>13}"
+          f"{'fwd/b':>7}{'-last/b':>8}")  # fmt: skip
     ratios = []
     for name, c in DATASETS.items():
         if name == "cifar10scanned" and not args.cifar:
@@ -256,13 +291,16 @@ def bench_steps(args: argparse.Namespace, settings: runtime.Settings) -> list[fl
                 "sparse": ts.project_step(sparse, batch, False),
                 "b_direct": ts.conv_lower_bound(base, batch["video"], "direct"),
                 "b_project": ts.conv_lower_bound(base, batch["video"], "project"),
+                "forward": conv_floor(base, batch["video"], last_backward=False),
+                "but_last": conv_floor(base, batch["video"], last_backward=True),
             }
             t, _ = ts.run_rounds(cases, args.repeats or c.repeats)
             b = min(t["b_direct"], t["b_project"])
             ratios.append(t["sparse"] / b)
             times = f"{t['dense']:>9.3f}{t['sparse']:>9.3f}{b:>9.3f}"
             print(f"{name:<15}{method:<14}{times}{t['dense'] / b:>9.2f}{ratios[-1]:>9.2f}"
-                  f"{t['sparse'] / t['dense']:>13.2f}")  # fmt: skip
+                  f"{t['sparse'] / t['dense']:>13.2f}{t['forward'] / b:>7.2f}"
+                  f"{t['but_last'] / b:>8.2f}")  # fmt: skip
             sys.stdout.flush()
             ts.free_memory()
     return ratios
