@@ -113,7 +113,7 @@ class FrameConvTranspose2d(nn.ConvTranspose2d):
         f = frames(x)
         if self.sparse is True or (self.sparse == "auto" and f.device.type == "cpu"):
             sites = occupied_sites(f) if pixels is None else frames(pixels).nonzero(as_tuple=True)
-            pixels = f.shape[0] * f.shape[2] * f.shape[3]
-            if self.sparse is True or sites[0].numel() <= self.max_density * pixels:
+            total = f.shape[0] * f.shape[2] * f.shape[3]
+            if self.sparse is True or sites[0].numel() <= self.max_density * total:
                 return videos(sparse_conv_transpose2d(f, self.weight, self.bias, sites), x.shape[0])
         return videos(super().forward(f), x.shape[0])

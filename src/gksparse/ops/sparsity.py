@@ -216,10 +216,10 @@ def group_scores(x: torch.Tensor, groups: int, channel_dim: int) -> torch.Tensor
     if c // groups > SUM_BY_CHANNEL:
         return grouped.float().square().sum(dim=channel_dim + 1)
     # A short group: add the channels' squares one channel at a time, in the order `sum`
-    # adds up to 4 (the same bits), with no full-size fp32 copy and no reduction over an
-    # innermost run of C/G (2.5 to 3x faster for 4 channels a group, fp32 and bf16).
+    # adds up to 4 of them (the same bits), with no full-size fp32 copy and no reduction
+    # over an innermost run of C/G (2.5 to 3x faster for 4 channels a group, fp32 and bf16),
+    # into contiguous scores whatever x's layout (the top-k reductions run 2-3x faster).
     channels = grouped.unbind(channel_dim + 1)
-    # contiguous scores whatever x's layout: the top-k reductions over them run 2-3x faster
     scores = torch.empty(channels[0].shape, device=x.device)
     square = torch.empty_like(scores)
     torch.square(channels[0].float(), out=scores)
