@@ -192,7 +192,7 @@ class SparseBackwardConvs(torch.autograd.Function):
     def backward(ctx, grad):  # type: ignore[override]
         out: list[torch.Tensor | None] = [None] * len(ctx.needs_input_grad)
         top = len(ctx.acts) - 2
-        pos = grad.ne(0).any(1).view(-1).nonzero().squeeze(1)
+        pos = grad.any(1).view(-1).nonzero().squeeze(1)  # any of a float: one pass, no ne
         if pos.numel() > ctx.limits[top] * grad[:, 0].numel():  # a dense code
             _dense_rest(ctx, top, grad, out)
         else:
@@ -212,7 +212,7 @@ class SparseBackwardConvs(torch.autograd.Function):
         for layer in range(top, -1, -1):
             # the ReLU: the gradient survives where its output is > 0; drop the rows it zeroed
             g = g * relu_rows.gt(0)
-            keep = g.ne(0).any(1)
+            keep = g.any(1)
             pos, g = pos[keep], g[keep]
             if pos.numel() > ctx.limits[layer] * n_pos:
                 with _threads(threads):  # the dense backward with the usual threads
