@@ -62,7 +62,7 @@ def test_frame_conv_transpose_is_a_per_frame_same_transposed_conv(kernel_size):
 
 
 def test_frame_conv_transpose_takes_the_winners_pixels():
-    # pixels from a WTA mask: every nonzero pixel of the code and some zero ones (a kept
+    # the pixels of a WTA keep mask: every nonzero pixel of the code and some zero ones (a kept
     # group of zeros); the output is the dense one and the input gradient is the dense one
     # there, zero elsewhere
     torch.manual_seed(0)
@@ -74,7 +74,8 @@ def test_frame_conv_transpose_takes_the_winners_pixels():
     zeroed = pixels & (torch.rand(2, 3, 6, 5, generator=g) < 0.3)
     x = (x * (pixels & ~zeroed).unsqueeze(2)).requires_grad_()
     up = seeded(2, 3, 1, 6, 5, seed=4)
-    out = deconv(x, pixels)
+    half = pixels & (torch.rand(2, 3, 6, 5, generator=g) < 0.5)
+    out = deconv(x, torch.stack([half, pixels & ~half], dim=2))  # a keep mask of two groups
     (grad,) = torch.autograd.grad(out, x, up)
     dense = x.detach().requires_grad_()
     deconv.sparse = False

@@ -92,8 +92,9 @@ class FrameConvTranspose2d(nn.ConvTranspose2d):
     `sparse`: 'auto' (default) runs `sparse_conv_transpose2d` on the CPU when at most
     `max_density` of the pixels carry a nonzero channel (a winner-take-all code), the dense
     kernel otherwise; True / False force one path. Same results within float rounding;
-    the sparse path's input gradient is zero off the occupied pixels (or off the `pixels`
-    given to `forward`), where a sparse code comes from a mask that discards it.
+    the sparse path's input gradient is zero off the occupied pixels (or off those of the
+    `occupied` mask given to `forward`), where a sparse code comes from a mask that discards
+    it.
     """
 
     max_density = 0.5  # fraction of occupied pixels up to which 'auto' goes sparse
@@ -105,14 +106,15 @@ class FrameConvTranspose2d(nn.ConvTranspose2d):
         self.sparse: bool | str = "auto"
 
     def forward(  # type: ignore[override]
-        self, x: torch.Tensor, pixels: torch.Tensor | None = None
+        self, x: torch.Tensor, occupied: torch.Tensor | None = None
     ) -> torch.Tensor:
-        """x: `(N, T, C_in, H, W)`; pixels: bool `(N, T, H, W)`, True at least wherever `x`
-        has a nonzero channel (e.g. a WTA mask's winners), to find the occupied pixels
-        without a pass over `x`. Returns `(N, T, C_out, H, W)`."""
+        """x: `(N, T, C_in, H, W)`; occupied: bool `(N, T, K, H, W)` whose any over K is True
+        at least wherever `x` has a nonzero channel (a WTA keep mask, K its channels or
+        groups), to find the occupied pixels without a pass over `x`. Returns
+        `(N, T, C_out, H, W)`."""
         f = frames(x)
         if self.sparse is True or (self.sparse == "auto" and f.device.type == "cpu"):
-            sites = occupied_sites(f) if pixels is None else frames(pixels).nonzero(as_tuple=True)
+            sites = occupied_sites(f if occupied is None else frames(occupied))
             total = f.shape[0] * f.shape[2] * f.shape[3]
             if self.sparse is True or sites[0].numel() <= self.max_density * total:
                 return videos(sparse_conv_transpose2d(f, self.weight, self.bias, sites), x.shape[0])

@@ -236,8 +236,8 @@ class VideoModel(nn.Module):
     def _sparse_code(
         self, code: torch.Tensor, mask: torch.Tensor | None, global_lifetime: bool
     ) -> tuple[torch.Tensor, torch.Tensor | None]:
-        """(`sparsify`'s code, bool `(N, T, H, W)`: True at every pixel where a channel or
-        group won, a superset of the code's nonzero pixels; None for a dense code)."""
+        """(`sparsify`'s code, its keep mask: bool `(N, T, F, H, W)` for plain sparsity,
+        `(N, T, groups, H, W)` for group sparsity, None for a dense code)."""
         fm = _frame_mask(mask, code)
         if fm is not None:
             code = code * fm
@@ -247,10 +247,7 @@ class VideoModel(nn.Module):
         keep = winners(
             code, sparsity, steps, c.groups, global_batch=global_lifetime, fast=self.fast_masks
         )
-        if keep is None:
-            return code, None
-        # the winners' pixels, from the mask: 1/16 of the code's size for groups of 4
-        return keep_winners(code, keep, sparsity), keep.any(dim=2)
+        return keep_winners(code, keep, sparsity), keep
 
     def reconstruct(
         self, x: torch.Tensor, mask: torch.Tensor | None = None, global_lifetime: bool = False
@@ -262,8 +259,10 @@ class VideoModel(nn.Module):
         """
         if self.decoder is None:
             raise ValueError(f"method {self.config.method!r} has no pretraining (no decoder).")
-        code, pixels = self._sparse_code(self.encoder(x), mask, global_lifetime)
-        return self.decoder(code, pixels), code
+        code, keep = self._sparse_code(self.encoder(x), mask, global_lifetime)
+        # the decoder finds its occupied pixels in the keep mask (1/16 of the code's size
+        # for groups of 4), and only where it goes sparse
+        return self.decoder(code, keep), code
 
     def pretrain_loss(
         self, x: torch.Tensor, mask: torch.Tensor | None = None, global_lifetime: bool = False
