@@ -11,7 +11,7 @@ import sys
 
 import numpy as np
 import pytest
-from matplotlib.collections import PolyCollection
+from matplotlib.collections import LineCollection, PolyCollection
 from scipy import stats
 
 from gksparse.evaluation.statistics import holm
@@ -206,13 +206,20 @@ def test_the_plot_axis_names_what_a_label_is(dataset, label):
 
 
 def panels_of(fig):
-    """What each panel (axes) of a figure shows: title -> (x label, y label, lines, bands)."""
+    """What each panel (axes) of a figure shows: title -> (x label, y label, lines, bands,
+    the 95% bars as (x, low, high) segments)."""
     return {
         ax.get_title(): (
             ax.get_xlabel(),
             ax.get_ylabel(),
             [(ln.get_label(), list(ln.get_xdata()), list(ln.get_ydata())) for ln in ax.lines],
             sum(isinstance(c, PolyCollection) for c in ax.collections),
+            [
+                (seg[0][0], seg[0][1], seg[1][1])
+                for c in ax.collections
+                if isinstance(c, LineCollection)
+                for seg in c.get_segments()
+            ],
         )
         for ax in fig.axes
     }
@@ -231,11 +238,11 @@ def test_the_plot_shows_test_accuracy_in_percent(tmp_path, monkeypatch):
     write_report(tmp_path)
     coil = figures["accuracy_coil100.png"]
     assert list(coil) == ["stacked", "end-to-end"]
-    for xlabel, ylabel, lines, bands in coil.values():
+    for xlabel, ylabel, lines, bands, bars in coil.values():
         assert (xlabel, ylabel) == ("training frames per object (COIL-100)", "test accuracy (%)")
         assert lines == [("groupwtacnn", [4, 16], [pytest.approx(50.0), pytest.approx(70.0)])]
-        assert bands == 0  # one seed: no interval
-    xlabel, _, lines, _ = figures["accuracy_mnistrotated.png"]["stacked"]
+        assert bands == 0 and bars == []  # one seed: no interval
+    xlabel, _, lines, _, _ = figures["accuracy_mnistrotated.png"]["stacked"]
     assert xlabel == "labeled training videos" and lines[0][2] == [pytest.approx(25.0)]
 
 
@@ -500,8 +507,16 @@ def test_the_plot_has_a_panel_per_classifier_with_bands_where_rows_have_seeds(
     write_run(tmp_path, 4, "mnistrotated", "randominitcnn", 1, {300: 0.3, 600: 0.4})
     write_report(tmp_path)
     assert list(figures) == ["stacked", "end-to-end", "linear probe", "k-NN"]
-    for classifier, (_, _, lines, bands) in figures.items():
+    stacked = [50 + 5 * seed for seed in (1, 2, 3)]  # groupwtacnn's accuracies in %
+    half = stats.t.ppf(0.975, 2) * np.std(stacked, ddof=1) / np.sqrt(3)
+    for classifier, (_, _, lines, bands, bars) in figures.items():
         rows = [line[0] for line in lines]
         probe = classifier in ("linear probe", "k-NN")
         assert rows == (["groupwtacnn"] if probe else ["groupwtacnn", "randominitcnn"])
         assert bands == 1  # groupwtacnn's 3 seeds; randominitcnn's one seed has none
+        # one budget: the band has no width there, the bar shows the interval
+        # (beside the other row's points at 300: the rows' points are a few % apart)
+        assert len(bars) == 1 and bars[0][0] == pytest.approx(300, rel=0.05)
+        assert probe or lines[0][1][0] < 300 < lines[1][1][0]
+        if classifier == "stacked":
+            assert bars[0][1:] == pytest.approx((60 - half, 60 + half))

@@ -18,7 +18,8 @@ tables, and on stderr). Writes, each atomically:
   the difference in points, its 95% interval, the paired t-test's p and Holm's p;
 - `report.csv`: the same cells, one line each; `comparisons.csv`: the comparisons;
 - `accuracy_<dataset>.png`: a panel per classifier, test accuracy in % against the number of
-  labels, a line per row with its 95% band.
+  labels, a line per row with its 95% interval (a bar at each budget, a band between them;
+  the rows' points stand a little apart at one budget).
 """
 
 from __future__ import annotations

@@ -96,18 +96,29 @@ def save_filters(weight: np.ndarray, path: str | os.PathLike, *, groups: int = 1
     _save(fig, path)
 
 
-def _curve(ax: plt.Axes, name: str, points: dict[int, Summary], color: Any) -> None:
-    """One row's test accuracy (%) against the labels, with its 95% band at the budgets where
-    it has one (n >= 2): none where no budget has."""
-    xs = sorted(points)
-    means = [100 * points[x].mean for x in xs]
+DODGE = 1.02  # the factor between neighbouring rows' points at one budget (log axis)
+
+
+def _curve(
+    ax: plt.Axes, name: str, points: dict[int, Summary], color: Any, shift: float = 1.0
+) -> None:
+    """One row's test accuracy (%) against the labels, with its 95% interval at the budgets
+    where it has one (n >= 2): a bar at each, and a band between neighbouring ones.
+
+    shift: the row's points are drawn at `shift` times their budget (log axis), so that the
+    bars of several rows at one budget stand side by side."""
+    xs = [x * shift for x in sorted(points)]
+    means = [100 * points[x].mean for x in sorted(points)]
     ax.plot(xs, means, marker="o", color=color, label=name)
-    cis = [points[x].ci95 for x in xs]
+    cis = [points[x].ci95 for x in sorted(points)]
     if any(ci is not None for ci in cis):
         low = [m if ci is None else 100 * ci[0] for m, ci in zip(means, cis, strict=True)]
         high = [m if ci is None else 100 * ci[1] for m, ci in zip(means, cis, strict=True)]
         has = [ci is not None for ci in cis]
         ax.fill_between(xs, low, high, where=has, color=color, alpha=0.15, linewidth=0)
+        # the bars: a band has no width at a lone budget (a one-budget dataset has only those)
+        at = [i for i, h in enumerate(has) if h]
+        ax.vlines([xs[i] for i in at], [low[i] for i in at], [high[i] for i in at], color=color)
 
 
 def save_accuracy_curves(
@@ -129,8 +140,9 @@ def save_accuracy_curves(
     rows = -(-len(panels) // cols)
     fig, axes = plt.subplots(rows, cols, figsize=(5 * cols, 4 * rows), squeeze=False)
     for ax, (classifier, curves) in zip(axes.flat, panels.items(), strict=False):
-        for name, points in curves.items():
-            _curve(ax, name, points, colors(names.index(name) % colors.N))
+        for i, (name, points) in enumerate(curves.items()):
+            shift = DODGE ** (i - (len(curves) - 1) / 2)
+            _curve(ax, name, points, colors(names.index(name) % colors.N), shift)
         budgets = sorted({x for points in curves.values() for x in points})
         ax.set_xscale("log")
         ax.set_xticks(budgets, [str(x) for x in budgets])  # the budgets, not powers of ten
