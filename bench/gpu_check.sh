@@ -3,14 +3,18 @@
 #
 #   bash bench/gpu_check.sh                   # install into .venv-gpu, then every check on CUDA
 #   bash bench/gpu_check.sh --device cpu      # the same steps on the CPU at tiny sizes (CI)
+#   bash bench/gpu_check.sh --wheels .whl     # a machine without internet (bench/gpu_wheels.sh)
 #
 # Options: --device cuda|cpu (default cuda); --results DIR (default results/gpu-check/<time>);
 # --install / --no-install (default: install on cuda, not on cpu, which uses $PYTHON or the
-# active python); --minutes M (the checks' deadline, default 8 on cuda, 15 on a busy CPU; the
-# install is not counted).
+# active python); --wheels DIR (no network: $PYTHON or the active python, which must hold a
+# CUDA PyTorch, gets the wheels in DIR, made by bench/gpu_wheels.sh, and this checkout's
+# src/ on its path); --minutes M (the checks' deadline, default 8 on cuda, 15 on a busy CPU;
+# the install is not counted).
 # The install: a venv .venv-gpu, `pip install torch` (PyPI's Linux wheel is a CUDA build;
 # $GPU_CHECK_TORCH overrides the requirement), `pip install -e ".[test]"`: pip as this
-# machine configures it (index, mirror, cache, offline), nothing set here.
+# machine configures it (index, mirror, cache, offline), nothing set here. With --wheels:
+# `pip install --no-index --no-deps --target <results>/site DIR/*.whl` instead.
 #
 # Then, each step under its own `timeout` (cut to the deadline), failures recorded and the
 # next step run: the cuda-marked tests (tests/training/test_cuda.py: CUDA against the CPU),
@@ -28,7 +32,7 @@ cd "$(dirname "$0")/.."
 # it, e.g. GPU_CHECK_RUN="-m gksparse.run mnistrotated".
 RUN="${GPU_CHECK_RUN:-experiments/mnistrotated.py}"
 METHODS=(groupwtacnn groupwtacrnn)
-DEVICE=cuda RESULTS="" INSTALL="" MINUTES=""
+DEVICE=cuda RESULTS="" INSTALL="" MINUTES="" WHEELS=""
 while (($#)); do
     case "$1" in
         --device) DEVICE="$2"; shift 2 ;;
@@ -36,11 +40,20 @@ while (($#)); do
         --install) INSTALL=1; shift ;;
         --no-install) INSTALL=0; shift ;;
         --minutes) MINUTES="$2"; shift 2 ;;
-        -h|--help) sed -n '2,23p' "$0"; exit 0 ;;
+        --wheels) WHEELS="$2"; shift 2 ;;
+        -h|--help) sed -n '2,27p' "$0"; exit 0 ;;
         *) echo "error: unknown option $1; see --help." >&2; exit 2 ;;
     esac
 done
 case "$DEVICE" in cuda|cpu) ;; *) echo "error: --device is cuda or cpu, not $DEVICE." >&2; exit 2 ;; esac
+if [[ -n "$WHEELS" ]]; then
+    if ! compgen -G "$WHEELS/*.whl" > /dev/null; then
+        echo "error: --wheels $WHEELS holds no .whl files; fill it with bench/gpu_wheels.sh." >&2
+        exit 2
+    fi
+    [[ "$INSTALL" == 1 ]] && { echo "error: --wheels and --install exclude each other." >&2; exit 2; }
+    WHEELS="$(cd "$WHEELS" && pwd)" INSTALL=0
+fi
 [[ -z "$INSTALL" ]] && INSTALL=$([[ "$DEVICE" == cuda ]] && echo 1 || echo 0)
 [[ -z "$MINUTES" ]] && MINUTES=$([[ "$DEVICE" == cuda ]] && echo 8 || echo 15)
 RESULTS="${RESULTS:-results/gpu-check/$(date +%Y%m%d-%H%M%S)}"
@@ -102,6 +115,11 @@ if ((INSTALL)); then  # a venv (seeing a CUDA torch installed beside python3), t
             .venv-gpu/bin/python -m pip install -q --no-build-isolation -e ".[test]"' \
         install "${TORCH[@]}"
     PY="$PWD/.venv-gpu/bin/python"
+elif [[ -n "$WHEELS" ]]; then  # no network: the wheels beside the python's own packages
+    DEADLINE=$((SECONDS + 300))
+    step install-wheels 300 "$PY" -m pip install -q --no-index --no-deps --no-compile \
+        --target "$RESULTS/site" "$WHEELS"/*.whl
+    export PYTHONPATH="$RESULTS/site:$PWD/src${PYTHONPATH:+:$PYTHONPATH}"
 fi
 DEADLINE=$((SECONDS + MINUTES * 60))
 LAUNCH=("$PY" -m torch.distributed.run --standalone --nproc_per_node=1)

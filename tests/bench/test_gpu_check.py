@@ -109,3 +109,59 @@ def test_summary_lists_the_steps_speeds_and_projections(tmp_path, capsys):
     assert text.splitlines()[-1] == (
         "gpu check (cuda): 1 of 3 steps did not pass: protocol-time-groupwtacnn"
     )
+
+
+def tiny_wheel(folder: Path) -> Path:
+    """A pure-Python wheel of one module, `gpu_check_tiny`, as pip installs it."""
+    import zipfile
+
+    path = folder / "gpu_check_tiny-0.1-py3-none-any.whl"
+    info = "gpu_check_tiny-0.1.dist-info"
+    files = {
+        "gpu_check_tiny.py": "VALUE = 7\n",
+        f"{info}/METADATA": "Metadata-Version: 2.1\nName: gpu-check-tiny\nVersion: 0.1\n",
+        f"{info}/WHEEL": "Wheel-Version: 1.0\nRoot-Is-Purelib: true\nTag: py3-none-any\n",
+    }
+    files[f"{info}/RECORD"] = "".join(f"{name},,\n" for name in [*files, f"{info}/RECORD"])
+    with zipfile.ZipFile(path, "w") as z:
+        for name, text in files.items():
+            z.writestr(name, text)
+    return path
+
+
+def run_check(tmp_path: Path, *args: str) -> subprocess.CompletedProcess:
+    env = {**os.environ, "PYTHON": sys.executable}
+    return subprocess.run(
+        ["bash", str(REPO / "bench" / "gpu_check.sh"), "--device", "cpu", *args],
+        capture_output=True,
+        text=True,
+        env=env,
+        cwd=tmp_path,
+        timeout=300,
+    )
+
+
+def test_wheels_install_offline_into_the_results_folder(tmp_path):
+    wheels = tmp_path / "wheels"
+    wheels.mkdir()
+    tiny_wheel(wheels)
+    results = tmp_path / "check"
+    # --minutes 0: the install runs (its own deadline), every check after it is out of time
+    p = run_check(tmp_path, "--wheels", str(wheels), "--results", str(results), "--minutes", "0")
+    steps = [line.split("\t") for line in (results / "steps.tsv").read_text().splitlines()]
+    assert steps[0][:2] == ["install-wheels", "passed"], p.stdout + p.stderr
+    assert (results / "site" / "gpu_check_tiny.py").read_text() == "VALUE = 7\n"
+    assert all(status == "not run" for _, status, *_ in steps[1:]) and len(steps) > 1
+    assert p.returncode == 1  # not every step passed
+
+
+@pytest.mark.parametrize("make", ["nothing", "empty"])
+def test_wheels_without_wheels_is_one_sentence_and_exit_2(tmp_path, make):
+    wheels = tmp_path / "wheels"
+    if make == "empty":
+        wheels.mkdir()
+    p = run_check(tmp_path, "--wheels", str(wheels), "--results", str(tmp_path / "check"))
+    assert p.returncode == 2
+    assert p.stderr.strip().splitlines() == [
+        f"error: --wheels {wheels} holds no .whl files; fill it with bench/gpu_wheels.sh."
+    ]
