@@ -107,10 +107,11 @@ def _curve(
 
     shift: the row's points are drawn at `shift` times their budget (log axis), so that the
     bars of several rows at one budget stand side by side."""
-    xs = [x * shift for x in sorted(points)]
-    means = [100 * points[x].mean for x in sorted(points)]
+    budgets = sorted(points)
+    xs = [x * shift for x in budgets]
+    means = [100 * points[x].mean for x in budgets]
     ax.plot(xs, means, marker="o", color=color, label=name)
-    cis = [points[x].ci95 for x in sorted(points)]
+    cis = [points[x].ci95 for x in budgets]
     if any(ci is not None for ci in cis):
         low = [m if ci is None else 100 * ci[0] for m, ci in zip(means, cis, strict=True)]
         high = [m if ci is None else 100 * ci[1] for m, ci in zip(means, cis, strict=True)]
