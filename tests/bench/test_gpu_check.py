@@ -8,6 +8,7 @@ import json
 import os
 import subprocess
 import sys
+import zipfile
 from pathlib import Path
 
 import pytest
@@ -39,15 +40,8 @@ gpu_check = load_gpu_check()
 @pytest.mark.slow
 def test_the_cpu_check_runs_every_step_and_passes(tmp_path):
     results = tmp_path / "check"
-    env = {**os.environ, "PYTHON": sys.executable}
-    p = subprocess.run(
-        ["bash", str(REPO / "bench" / "gpu_check.sh"), "--device", "cpu", "--results", results],
-        capture_output=True,
-        text=True,
-        env=env,
-        cwd=tmp_path,
-        timeout=1200,  # beyond the script's own deadline (15 minutes on the CPU)
-    )
+    # a timeout beyond the script's own deadline (15 minutes on the CPU)
+    p = run_check(tmp_path, "--results", str(results), timeout=1200)
     summary = (results / "summary.txt").read_text()
     assert p.returncode == 0, summary + p.stderr[-2000:]
     assert p.stdout.rstrip().endswith(summary.rstrip())  # the summary comes last
@@ -113,8 +107,6 @@ def test_summary_lists_the_steps_speeds_and_projections(tmp_path, capsys):
 
 def tiny_wheel(folder: Path) -> Path:
     """A pure-Python wheel of one module, `gpu_check_tiny`, as pip installs it."""
-    import zipfile
-
     path = folder / "gpu_check_tiny-0.1-py3-none-any.whl"
     info = "gpu_check_tiny-0.1.dist-info"
     files = {
@@ -129,7 +121,8 @@ def tiny_wheel(folder: Path) -> Path:
     return path
 
 
-def run_check(tmp_path: Path, *args: str) -> subprocess.CompletedProcess:
+def run_check(tmp_path: Path, *args: str, timeout: float = 300) -> subprocess.CompletedProcess:
+    """`bash bench/gpu_check.sh --device cpu ARGS` in `tmp_path`, with this python."""
     env = {**os.environ, "PYTHON": sys.executable}
     return subprocess.run(
         ["bash", str(REPO / "bench" / "gpu_check.sh"), "--device", "cpu", *args],
@@ -137,7 +130,7 @@ def run_check(tmp_path: Path, *args: str) -> subprocess.CompletedProcess:
         text=True,
         env=env,
         cwd=tmp_path,
-        timeout=300,
+        timeout=timeout,
     )
 
 
