@@ -5,6 +5,7 @@ Every frame is a uniform grey level, so a clip's pixel values tell which frames 
 
 from __future__ import annotations
 
+import multiprocessing
 import os
 import subprocess
 import sys
@@ -251,6 +252,25 @@ def test_to_videos_memory_map_and_workers_match(tmp_path):
     batch = next(iter(folder.loader(batch_size=3, workers=2)))
     assert batch["video"].shape == (3, 4, 3, 8, 8)
     assert torch.equal(batch["video"], torch.from_numpy(memory.videos))
+
+
+def _read_first_clip(folder: VideoFolder) -> None:
+    folder.read(0, 0)
+
+
+def test_a_forked_worker_decodes_after_its_parent_did(tmp_path):
+    # PyAV >= 18.1.1 keeps a frame scaler per thread, with its own scaling threads; a forked
+    # DataLoader worker inherited the parent's without those threads and waited forever
+    write_video(tmp_path / "v" / "z.mp4", 4)
+    folder = VideoFolder(tmp_path, frames=4, size=8)
+    folder.read(0, 0)  # the parent decodes and scales first
+    worker = multiprocessing.get_context("fork").Process(target=_read_first_clip, args=(folder,))
+    worker.start()
+    worker.join(timeout=120)
+    hung = worker.is_alive()
+    if hung:
+        worker.kill()
+    assert not hung and worker.exitcode == 0
 
 
 def test_zca_fitted_on_training_clips_whitens_them(tmp_path):

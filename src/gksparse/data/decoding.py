@@ -191,6 +191,12 @@ def read_images(entry: VideoEntry, start: int, count: int) -> Iterator[Image.Ima
 def _read_video_file(path: Path, start: int, count: int) -> Iterator[Image.Image]:
     """Decode `count` frames from frame `start` of a video file, seeking when it can."""
     av = import_av(path)
+    from av.video.reformatter import VideoReformatter
+
+    # A scaler of our own, made in this process: PyAV's default one (one per thread, since
+    # 18.1.1) is inherited by a forked DataLoader worker without its scaling threads, and
+    # the worker then waits for them forever.
+    scaler = VideoReformatter()
     got = 0
     try:
         with av.open(str(path)) as container:
@@ -201,7 +207,7 @@ def _read_video_file(path: Path, start: int, count: int) -> Iterator[Image.Image
                 container.seek(0)
                 frames = itertools.islice(container.decode(stream), start, None)
             for frame in itertools.islice(frames, count):
-                yield frame.to_image()
+                yield Image.fromarray(scaler.reformat(frame, format="rgb24").to_ndarray())
                 got += 1
     except Exception as e:
         warn(f"{path} failed to decode after {got} frames of a clip ({e}); the clip is padded.")
